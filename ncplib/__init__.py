@@ -1,0 +1,42 @@
+"""
+ncplib
+======
+
+NCP (Node Communication Protocol) client and server library for Python 3, the protocol of CRFS
+RFeye spectrum-monitoring nodes.
+"""
+
+from __future__ import annotations
+
+from ncplib.errors import (
+    AuthenticationError,
+    CommandError,
+    CommandWarning,
+    ConnectionClosed,
+    DecodeError,
+    DecodeWarning,
+    NCPError,
+    NCPWarning,
+    NetworkError,
+    NetworkTimeoutError,
+)
+from ncplib.values import f64, i64, u32, u64
+
+__version__ = "7.0.0.dev0"
+
+__all__ = [
+    "NCPError",
+    "NetworkError",
+    "AuthenticationError",
+    "NetworkTimeoutError",
+    "ConnectionClosed",
+    "CommandError",
+    "DecodeError",
+    "NCPWarning",
+    "CommandWarning",
+    "DecodeWarning",
+    "u32",
+    "i64",
+    "u64",
+    "f64",
+]

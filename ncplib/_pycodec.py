@@ -1,0 +1,369 @@
+"""
+The pure-Python NCP packet codec.
+
+This is the reference behaviour of the codec: the compiled :mod:`ncplib._codec` must encode to
+the same bytes and decode to the same values, warnings and errors. See :mod:`ncplib.packets` for
+the public interface.
+"""
+
+from __future__ import annotations
+
+import array
+import warnings
+from datetime import datetime, timedelta, timezone
+from struct import Struct
+from struct import error as StructError
+from typing import Any
+
+from ncplib import _wire as w
+from ncplib.errors import DecodeError, DecodeWarning
+from ncplib.values import f64, i64, u32, u64
+
+__all__ = ["encode_packet", "encode_packet_buffers", "decode_packet"]
+
+_PACKET_HEADER = Struct("<4s4sIIIII4s")
+_FIELD_HEADER = Struct("<4sII")
+_PARAM_HEADER = Struct("<4sI")
+_FOOTER_CHECK = Struct("<4s")
+_I32 = Struct("<i")
+_U32 = Struct("<I")
+_I64 = Struct("<q")
+_U64 = Struct("<Q")
+_F32 = Struct("<f")
+_F64 = Struct("<d")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EMBEDDED_FOOTER = w.PACKET_FOOTER
+_PADDING = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
+_IDENTIFIER_CACHE: dict[str, bytes] = {}
+
+
+# Encoding.
+
+
+def _encode_identifier(value: object, what: str) -> bytes:
+    try:
+        return _IDENTIFIER_CACHE[value]  # type: ignore[index]
+    except (KeyError, TypeError):
+        pass
+    if not isinstance(value, str) or w.IDENTIFIER_RE.match(value) is None:
+        raise ValueError(
+            f"Invalid {what} {value!r}: must be 1 to 4 characters of A-Z, 0-9 or space"
+        )
+    encoded = value.encode("ascii").ljust(4, b"\x00")
+    if len(_IDENTIFIER_CACHE) < 4096:
+        _IDENTIFIER_CACHE[value] = encoded
+    return encoded
+
+
+def _pack_int(packer: Struct, value: int, ncp_type: str, name: str) -> bytes:
+    try:
+        return packer.pack(value)
+    except StructError:
+        raise ValueError(f"Param {name!r}: {value!r} is out of range for NCP {ncp_type}") from None
+
+
+def _encode_array_data(value: array.array[Any], name: str) -> tuple[int, bytes | memoryview]:
+    try:
+        type_id = w.TYPECODE_TO_TYPE[value.typecode]
+    except KeyError:
+        raise TypeError(
+            f"Param {name!r}: array typecode {value.typecode!r} has no NCP data type"
+        ) from None
+    if w.BIG_ENDIAN_HOST and value.itemsize > 1:  # pragma: no cover
+        value = array.array(value.typecode, value)
+        value.byteswap()
+    return type_id, memoryview(value).cast("B")
+
+
+def _encode_numpy_data(value: Any, name: str) -> tuple[int, bytes | memoryview]:
+    dtype = value.dtype
+    type_id = w.DTYPE_TO_TYPE.get((dtype.kind, dtype.itemsize))
+    if type_id is None:
+        raise TypeError(f"Param {name!r}: numpy dtype {dtype} has no NCP data type")
+    if dtype.byteorder not in "<|" and not (dtype.byteorder == "=" and not w.BIG_ENDIAN_HOST):
+        value = value.astype(dtype.newbyteorder("<"))
+    if not value.flags.c_contiguous:
+        value = value.copy(order="C")
+    return type_id, memoryview(value).cast("B")
+
+
+def _encode_value(name: str, value: object) -> tuple[int, bytes | memoryview]:
+    """Return the type id and the unpadded value bytes of one param value."""
+    # Order matters: bool and the wrappers are subclasses of int and float.
+    cls = type(value)
+    if cls is int or cls is bool:
+        return w.TYPE_I32, _pack_int(_I32, value, "i32", name)  # type: ignore[arg-type]
+    if cls is str:
+        return w.TYPE_STRING, _encode_string(name, value)  # type: ignore[arg-type]
+    if cls is float:
+        return w.TYPE_F32, _encode_f32(name, value)  # type: ignore[arg-type]
+    if isinstance(value, u32):
+        return w.TYPE_U32, _pack_int(_U32, value, "u32", name)
+    if isinstance(value, i64):
+        return w.TYPE_I64, _pack_int(_I64, value, "i64", name)
+    if isinstance(value, u64):
+        return w.TYPE_U64, _pack_int(_U64, value, "u64", name)
+    if isinstance(value, f64):
+        return w.TYPE_F64, _F64.pack(value)
+    if isinstance(value, int):
+        return w.TYPE_I32, _pack_int(_I32, value, "i32", name)
+    if isinstance(value, float):
+        return w.TYPE_F32, _encode_f32(name, value)
+    if isinstance(value, str):
+        return w.TYPE_STRING, _encode_string(name, value)
+    if isinstance(value, (bytes, bytearray)):
+        return w.TYPE_RAW, value
+    if isinstance(value, memoryview):
+        return w.TYPE_RAW, value.cast("B") if value.c_contiguous else value.tobytes()
+    if isinstance(value, array.array):
+        return _encode_array_data(value, name)
+    if hasattr(value, "dtype") and hasattr(value, "__array_interface__"):
+        return _encode_numpy_data(value, name)
+    raise TypeError(f"Param {name!r}: unsupported value type {cls.__name__}")
+
+
+def _encode_string(name: str, value: str) -> bytes:
+    try:
+        encoded = value.encode("utf-8")
+    except UnicodeEncodeError as ex:
+        raise ValueError(f"Param {name!r}: string cannot be encoded as UTF-8: {ex}") from None
+    if b"\x00" in encoded:
+        raise ValueError(f"Param {name!r}: string contains a NUL character")
+    return encoded + b"\x00"
+
+
+def _encode_f32(name: str, value: float) -> bytes:
+    try:
+        return _F32.pack(value)
+    except OverflowError:
+        raise ValueError(f"Param {name!r}: {value!r} is out of range for NCP f32") from None
+
+
+def encode_packet_buffers(
+    packet_type: str,
+    packet_id: int,
+    timestamp: datetime,
+    info: bytes,
+    fields: Any,
+) -> list[bytes | memoryview]:
+    """Encode a packet as a list of buffers; see :func:`ncplib.packets.encode_packet_buffers`."""
+    out: list[bytes | memoryview] = [b""]
+    append = out.append
+    packet_size = w.PACKET_HEADER_SIZE + w.PACKET_FOOTER_SIZE
+    for field_name, field_id, params in fields:
+        field_header_index = len(out)
+        append(b"")
+        field_size = w.FIELD_HEADER_SIZE
+        for param_name, value in params:
+            name_bytes = _encode_identifier(param_name, "param name")
+            type_id, data = _encode_value(param_name, value)
+            data_size = len(data)
+            padding = _PADDING[data_size & 3]
+            param_size = w.PARAM_HEADER_SIZE + data_size + len(padding)
+            if param_size >> 2 > w.MAX_FIELD_WORDS:
+                raise ValueError(f"Param {param_name!r}: value of {data_size} bytes is too large")
+            append(name_bytes + _U32.pack((param_size >> 2) | (type_id << 24)))
+            if data_size:
+                append(data)
+            if padding:
+                append(padding)
+            field_size += param_size
+        if field_size >> 2 > w.MAX_FIELD_WORDS:
+            raise ValueError(f"Field {field_name!r}: {field_size} bytes is too large")
+        out[field_header_index] = _encode_identifier(field_name, "field name") + _pack_field_tail(
+            field_size >> 2, field_id, field_name
+        )
+        packet_size += field_size
+    out[0] = _encode_header(packet_type, packet_id, timestamp, info, packet_size)
+    append(w.PACKET_FOOTER)
+    return out
+
+
+def _pack_field_tail(size_words: int, field_id: int, field_name: str) -> bytes:
+    if type(field_id) is not int and not isinstance(field_id, int):
+        raise TypeError(f"Field {field_name!r}: id must be an int, not {type(field_id).__name__}")
+    if not 0 <= field_id <= 0xFFFFFFFF:
+        raise ValueError(f"Field {field_name!r}: id {field_id!r} is out of range for u32")
+    return _U32.pack(size_words) + _U32.pack(field_id)
+
+
+def _encode_header(
+    packet_type: str, packet_id: int, timestamp: datetime, info: bytes, packet_size: int
+) -> bytes:
+    type_bytes = _encode_identifier(packet_type, "packet type")
+    if not isinstance(packet_id, int):
+        raise TypeError(f"packet id must be an int, not {type(packet_id).__name__}")
+    if not 0 <= packet_id <= 0xFFFFFFFF:
+        raise ValueError(f"packet id {packet_id!r} is out of range for u32")
+    if not isinstance(timestamp, datetime):
+        raise TypeError(f"timestamp must be a datetime, not {type(timestamp).__name__}")
+    if timestamp.tzinfo is None:
+        seconds_float = timestamp.timestamp()
+        seconds = int(seconds_float // 1)
+    else:
+        delta = timestamp - _EPOCH
+        seconds = delta.days * 86400 + delta.seconds
+    if not 0 <= seconds <= 0xFFFFFFFF:
+        raise ValueError(f"timestamp {timestamp!r} is outside the NCP range (1970 to 2106)")
+    if not isinstance(info, (bytes, bytearray, memoryview)):
+        raise TypeError(f"info must be bytes, not {type(info).__name__}")
+    info = bytes(info)
+    if len(info) > 4:
+        raise ValueError(f"info must be at most 4 bytes, not {len(info)}")
+    if packet_size >> 2 > w.MAX_PACKET_WORDS:
+        raise ValueError(f"packet of {packet_size} bytes is too large")
+    return _PACKET_HEADER.pack(
+        w.PACKET_HEADER_MAGIC,
+        type_bytes,
+        packet_size >> 2,
+        packet_id,
+        w.PACKET_FORMAT_ID,
+        seconds,
+        timestamp.microsecond * 1000,
+        info,
+    )
+
+
+def encode_packet(
+    packet_type: str,
+    packet_id: int,
+    timestamp: datetime,
+    info: bytes,
+    fields: Any,
+) -> bytes:
+    """Encode a packet as bytes; see :func:`ncplib.packets.encode_packet`."""
+    return b"".join(encode_packet_buffers(packet_type, packet_id, timestamp, info, fields))
+
+
+# Decoding.
+
+
+def _decode_identifier(raw: bytes) -> str:
+    return raw.rstrip(b"\x00 ").decode("latin-1")
+
+
+def _decode_string(data: memoryview) -> str:
+    raw = bytes(data)
+    end = raw.find(b"\x00")
+    if end != -1:
+        raw = raw[:end]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        warnings.warn(DecodeWarning("String is not valid UTF-8; undecodable bytes replaced"), stacklevel=3)
+        return raw.decode("utf-8", "replace")
+
+
+_SCALARS: dict[int, tuple[Struct, Any]] = {
+    w.TYPE_I32: (_I32, None),
+    w.TYPE_U32: (_U32, u32),
+    w.TYPE_I64: (_I64, i64),
+    w.TYPE_U64: (_U64, u64),
+    w.TYPE_F32: (_F32, None),
+    w.TYPE_F64: (_F64, f64),
+}
+
+
+def _decode_data(type_id: int, data: memoryview, use_numpy: bool, name: str) -> Any:
+    typecode, dtype, itemsize = w.DATA_TYPES[type_id]
+    size = len(data)
+    if size % itemsize:
+        warnings.warn(
+            DecodeWarning(f"Param {name!r}: {size} bytes is not a whole number of {itemsize}-byte items; "
+                          "the last partial item is dropped"),
+            stacklevel=3,
+        )
+        size -= size % itemsize
+        data = data[:size]
+    if use_numpy:
+        import numpy
+
+        return numpy.frombuffer(data, dtype=dtype)
+    value = array.array(typecode)
+    value.frombytes(data)
+    if w.BIG_ENDIAN_HOST and itemsize > 1:  # pragma: no cover
+        value.byteswap()
+    return value
+
+
+def decode_packet(buf: Any, use_numpy: bool = False) -> tuple[str, int, datetime, bytes, list[Any]]:
+    """Decode one packet; see :func:`ncplib.packets.decode_packet`."""
+    try:
+        view = memoryview(buf)
+    except TypeError:
+        raise TypeError(f"a bytes-like object is required, not {type(buf).__name__}") from None
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
+    if use_numpy:
+        view = view.toreadonly()
+    size = len(view)
+    if size < w.MIN_PACKET_SIZE:
+        raise DecodeError(f"Packet of {size} bytes is shorter than a header and footer")
+    (magic, type_raw, size_words, packet_id, _format_id, seconds, nanos, info) = _PACKET_HEADER.unpack_from(view, 0)
+    if magic != w.PACKET_HEADER_MAGIC:
+        raise DecodeError(f"Invalid packet header magic {bytes(magic).hex()}")
+    if size_words * 4 != size:
+        raise DecodeError(f"Packet header gives {size_words * 4} bytes, but the packet is {size} bytes")
+    if view[size - 4 : size] != w.PACKET_FOOTER_MAGIC:
+        raise DecodeError(f"Invalid packet footer magic {bytes(view[size - 4:]).hex()}")
+    if nanos > 999_999_999:
+        raise DecodeError(f"Invalid packet timestamp nanoseconds {nanos}")
+    timestamp = _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
+    fields = []
+    end = size - w.PACKET_FOOTER_SIZE
+    pos = w.PACKET_HEADER_SIZE
+    unpack_field = _FIELD_HEADER.unpack_from
+    unpack_param = _PARAM_HEADER.unpack_from
+    while pos < end:
+        if pos + w.FIELD_HEADER_SIZE > end:
+            raise DecodeError(f"Field header at byte {pos} overruns the packet")
+        field_name_raw, field_word, field_id = unpack_field(view, pos)
+        field_size = (field_word & 0xFFFFFF) * 4
+        if field_size < w.FIELD_HEADER_SIZE:
+            raise DecodeError(f"Field at byte {pos} has invalid size {field_size}")
+        field_end = pos + field_size
+        if field_end > end:
+            raise DecodeError(f"Field at byte {pos} overflows the packet by {field_end - end} bytes")
+        params = []
+        pos += w.FIELD_HEADER_SIZE
+        while pos < field_end:
+            if pos + w.PARAM_HEADER_SIZE > field_end:
+                raise DecodeError(f"Param header at byte {pos} overruns its field")
+            if view[pos : pos + 8] == _EMBEDDED_FOOTER:
+                warnings.warn(DecodeWarning(f"Skipped embedded packet footer at byte {pos}"), stacklevel=2)
+                pos += 8
+                continue
+            param_name_raw, param_word = unpack_param(view, pos)
+            param_size = (param_word & 0xFFFFFF) * 4
+            if param_size < w.PARAM_HEADER_SIZE:
+                raise DecodeError(f"Param at byte {pos} has invalid size {param_size}")
+            param_end = pos + param_size
+            if param_end > field_end:
+                raise DecodeError(f"Param at byte {pos} overflows its field by {param_end - field_end} bytes")
+            type_id = param_word >> 24
+            name = _decode_identifier(param_name_raw)
+            data_start = pos + w.PARAM_HEADER_SIZE
+            scalar = _SCALARS.get(type_id)
+            if scalar is not None:
+                unpacker, wrapper = scalar
+                if param_end - data_start < unpacker.size:
+                    raise DecodeError(f"Param {name!r} at byte {pos} is too short for its type")
+                value = unpacker.unpack_from(view, data_start)[0]
+                if wrapper is not None:
+                    value = wrapper(value)
+            elif type_id == w.TYPE_STRING:
+                value = _decode_string(view[data_start:param_end])
+            elif type_id == w.TYPE_RAW:
+                value = bytes(view[data_start:param_end])
+            elif type_id in w.DATA_TYPES:
+                value = _decode_data(type_id, view[data_start:param_end], use_numpy, name)
+            else:
+                warnings.warn(
+                    DecodeWarning(f"Param {name!r} has unsupported type id 0x{type_id:02x}; kept as bytes"),
+                    stacklevel=2,
+                )
+                value = bytes(view[data_start:param_end])
+            params.append((name, value))
+            pos = param_end
+        fields.append((_decode_identifier(field_name_raw), field_id, params))
+    return (_decode_identifier(type_raw), packet_id, timestamp, bytes(info), fields)

@@ -1,0 +1,97 @@
+"""
+Constants of the NCP wire format, shared by both codecs and the framer.
+
+Sizes are in bytes unless a name says words (32-bit units, as the format counts them).
+"""
+
+from __future__ import annotations
+
+import array
+import re
+import sys
+from typing import Final
+
+PACKET_HEADER_MAGIC: Final = b"\xdd\xcc\xbb\xaa"
+PACKET_FOOTER_MAGIC: Final = b"\xaa\xbb\xcc\xdd"
+#: The footer every sender writes: no checksum, then the footer magic.
+PACKET_FOOTER: Final = b"\x00\x00\x00\x00" + PACKET_FOOTER_MAGIC
+PACKET_FORMAT_ID: Final = 1
+PACKET_HEADER_SIZE: Final = 32
+PACKET_FOOTER_SIZE: Final = 8
+FIELD_HEADER_SIZE: Final = 12
+PARAM_HEADER_SIZE: Final = 8
+#: The smallest packet: a header and a footer, no fields.
+MIN_PACKET_SIZE: Final = PACKET_HEADER_SIZE + PACKET_FOOTER_SIZE
+#: Field and param sizes are 24-bit word counts.
+MAX_FIELD_WORDS: Final = 0xFFFFFF
+MAX_PACKET_WORDS: Final = 0xFFFFFFFF
+
+TYPE_I32: Final = 0x00
+TYPE_U32: Final = 0x01
+TYPE_STRING: Final = 0x02
+TYPE_I64: Final = 0x03
+TYPE_U64: Final = 0x04
+TYPE_F32: Final = 0x10
+TYPE_F64: Final = 0x11
+TYPE_RAW: Final = 0x80
+TYPE_DATA_U8: Final = 0x81
+TYPE_DATA_U16: Final = 0x82
+TYPE_DATA_U32: Final = 0x83
+TYPE_DATA_I8: Final = 0x84
+TYPE_DATA_I16: Final = 0x85
+TYPE_DATA_I32: Final = 0x86
+TYPE_DATA_U64: Final = 0x87
+TYPE_DATA_I64: Final = 0x88
+TYPE_DATA_F32: Final = 0x90
+TYPE_DATA_F64: Final = 0x91
+
+
+def _typecode(candidates: str, itemsize: int) -> str:
+    # Pick the first array typecode of the wanted size: "L" is 8 bytes on Linux and
+    # macOS but 4 on Windows, where "Q" is the 8-byte one.
+    for code in candidates:
+        if array.array(code).itemsize == itemsize:
+            return code
+    raise RuntimeError(f"no array typecode of {itemsize} bytes among {candidates!r}")  # pragma: no cover
+
+
+#: Data type id -> (array typecode, numpy dtype string, item size).
+DATA_TYPES: Final[dict[int, tuple[str, str, int]]] = {
+    TYPE_DATA_U8: ("B", "<u1", 1),
+    TYPE_DATA_U16: ("H", "<u2", 2),
+    TYPE_DATA_U32: (_typecode("IL", 4), "<u4", 4),
+    TYPE_DATA_U64: (_typecode("LQ", 8), "<u8", 8),
+    TYPE_DATA_I8: ("b", "<i1", 1),
+    TYPE_DATA_I16: ("h", "<i2", 2),
+    TYPE_DATA_I32: (_typecode("il", 4), "<i4", 4),
+    TYPE_DATA_I64: (_typecode("lq", 8), "<i8", 8),
+    TYPE_DATA_F32: ("f", "<f4", 4),
+    TYPE_DATA_F64: ("d", "<f8", 8),
+}
+
+#: numpy dtype (kind, itemsize) -> data type id.
+DTYPE_TO_TYPE: Final[dict[tuple[str, int], int]] = {
+    ("u", 1): TYPE_DATA_U8,
+    ("u", 2): TYPE_DATA_U16,
+    ("u", 4): TYPE_DATA_U32,
+    ("u", 8): TYPE_DATA_U64,
+    ("i", 1): TYPE_DATA_I8,
+    ("i", 2): TYPE_DATA_I16,
+    ("i", 4): TYPE_DATA_I32,
+    ("i", 8): TYPE_DATA_I64,
+    ("f", 4): TYPE_DATA_F32,
+    ("f", 8): TYPE_DATA_F64,
+}
+
+#: Array typecode -> data type id, by the typecode's item size on this platform, so that
+#: "L" is data u64 where it is 8 bytes wide and data u32 where it is 4.
+TYPECODE_TO_TYPE: Final[dict[str, int]] = {
+    code: DTYPE_TO_TYPE[("i" if code.islower() else "u", array.array(code).itemsize)]
+    for code in "bBhHiIlLqQ"
+}
+TYPECODE_TO_TYPE.update(f=TYPE_DATA_F32, d=TYPE_DATA_F64)
+
+#: True where multi-byte values must be byte-swapped to reach the wire's little-endian order.
+BIG_ENDIAN_HOST: Final = sys.byteorder == "big"
+
+IDENTIFIER_RE: Final = re.compile(r"[A-Z0-9 ]{1,4}\Z")

@@ -1,0 +1,117 @@
+"""
+Errors and warnings
+===================
+
+Every exception raised by ncplib because of the network or a peer derives
+from :exc:`NCPError`; every warning it issues derives from
+:exc:`NCPWarning`. Invalid values passed to the library by its caller raise
+the usual :exc:`ValueError` or :exc:`TypeError`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ncplib.connection import Field
+
+__all__ = [
+    "NCPError",
+    "NetworkError",
+    "AuthenticationError",
+    "NetworkTimeoutError",
+    "ConnectionClosed",
+    "CommandError",
+    "DecodeError",
+    "NCPWarning",
+    "CommandWarning",
+    "DecodeWarning",
+]
+
+
+class NCPError(Exception):
+    """Base class for all exceptions raised by ncplib."""
+
+
+class NCPWarning(Warning):
+    """Base class for all warnings issued by ncplib."""
+
+
+class NetworkError(NCPError, OSError):
+    """Raised when an NCP :class:`~ncplib.Connection` cannot connect, or disconnects unexpectedly."""
+
+
+class AuthenticationError(NCPError):
+    """Raised when an NCP :class:`~ncplib.Connection` cannot authenticate."""
+
+
+class NetworkTimeoutError(NCPError, TimeoutError):
+    """
+    Raised when an NCP :class:`~ncplib.Connection` times out while performing network activity.
+
+    It is also an :exc:`asyncio.TimeoutError` (and so a :exc:`TimeoutError`).
+    """
+
+
+class ConnectionClosed(NCPError, EOFError):
+    """Raised when an NCP :class:`~ncplib.Connection` is closed gracefully."""
+
+
+class DecodeError(NCPError, ValueError):
+    """Raised when a non-recoverable error was encountered in a NCP packet."""
+
+
+class DecodeWarning(NCPWarning):
+    """Issued when a recoverable error was encountered in a NCP packet."""
+
+
+class _CommandMixin:
+    field: Field
+    detail: str
+    code: int
+
+    def __init__(self, field: Field, detail: str, code: int) -> None:
+        super().__init__(f"{detail} (code {code})\n  Field: {field!r}")
+        self.field = field
+        self.detail = detail
+        self.code = code
+
+
+class CommandError(_CommandMixin, NCPError):
+    """
+    Raised by the NCP client when the NCP server sends a NCP field containing an ``ERRO`` parameter.
+
+    Can be disabled by setting ``auto_erro`` to :data:`False` in :func:`ncplib.connect`.
+
+    .. attribute:: field
+
+        The :class:`ncplib.Field` that triggered the error.
+
+    .. attribute:: detail
+
+        The human-readable :class:`str` message from the server.
+
+    .. attribute:: code
+
+        The :class:`int` code from the server.
+    """
+
+
+class CommandWarning(_CommandMixin, NCPWarning):
+    """
+    Issued by the NCP client when the NCP server sends a NCP field containing a ``WARN`` parameter.
+
+    Can be disabled by setting ``auto_warn`` to :data:`False` in :func:`ncplib.connect`.
+
+    .. attribute:: field
+
+        The :class:`ncplib.Field` that triggered the warning.
+
+    .. attribute:: detail
+
+        The human-readable :class:`str` message from the server.
+
+    .. attribute:: code
+
+        The :class:`int` code from the server.
+    """

@@ -1,0 +1,239 @@
+"""
+Incremental NCP packet framing
+==============================
+
+:class:`PacketReader` turns a stream of received bytes into decoded packets without doing any
+I/O itself, so it can sit under any transport (asyncio protocols, blocking sockets, files of
+saved packets) and be tested with plain byte strings.
+
+Two ways to feed it:
+
+- :meth:`PacketReader.feed` copies bytes that were received elsewhere;
+- :meth:`PacketReader.get_buffer` and :meth:`PacketReader.buffer_updated` let the caller receive
+  straight into the reader's memory (the :class:`asyncio.BufferedProtocol` interface).
+
+Then :meth:`PacketReader.read_packets` (or iteration) returns every packet completed so far.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from struct import Struct
+
+from ncplib import _wire as w
+from ncplib.errors import DecodeError
+from ncplib.packets import Packet, decode_packet
+
+__all__ = ["PacketReader", "DEFAULT_MAX_PACKET_SIZE"]
+
+#: The default largest packet accepted from a peer: 64 MiB.
+DEFAULT_MAX_PACKET_SIZE = 64 * 1024 * 1024
+
+_HEADER_PREFIX = Struct("<4s4sI")
+# Packets at least this large get a buffer of their own, received into directly and decoded in
+# place; smaller ones are collected in the shared buffer, several per read, and copied out.
+_OWN_BUFFER_SIZE = 64 * 1024
+_SHARED_BUFFER_SIZE = 256 * 1024
+
+
+class PacketReader:
+    """
+    Splits received bytes into NCP packets and decodes them.
+
+    :param int max_packet_size: The largest packet accepted, in bytes. A header announcing a
+        larger one raises :exc:`ncplib.DecodeError` before any memory is set aside for it.
+    :param bool use_numpy: Decode data params as read-only numpy arrays (see
+        :func:`ncplib.packets.decode_packet`). A large packet is received into a buffer of its
+        own, so those arrays view the received bytes with no copy at all.
+
+    After a :exc:`~ncplib.DecodeError` the stream has lost its framing: the reader raises the
+    same error again on every later call, and the connection should be closed.
+    """
+
+    __slots__ = (
+        "max_packet_size",
+        "use_numpy",
+        "_buf",
+        "_start",
+        "_end",
+        "_own",
+        "_own_filled",
+        "_ready",
+        "_error",
+    )
+
+    def __init__(self, *, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE, use_numpy: bool = False) -> None:
+        if max_packet_size < w.MIN_PACKET_SIZE:
+            raise ValueError(f"max_packet_size must be at least {w.MIN_PACKET_SIZE}")
+        if use_numpy:
+            import numpy  # noqa: F401  (fail now, not on the first array)
+        self.max_packet_size = max_packet_size
+        self.use_numpy = use_numpy
+        self._buf = bytearray(_SHARED_BUFFER_SIZE)
+        self._start = 0
+        self._end = 0
+        self._own: bytearray | None = None
+        self._own_filled = 0
+        # Large packets received in full, waiting to be decoded, oldest first.
+        self._ready: deque[bytearray] = deque()
+        self._error: DecodeError | None = None
+
+    @property
+    def bytes_needed(self) -> int:
+        """
+        How many more bytes complete the next packet, or its header when that has not arrived.
+
+        Always at least 1: more bytes are always welcome.
+        """
+        if self._own is not None:
+            return len(self._own) - self._own_filled
+        available = self._end - self._start
+        if available < w.PACKET_HEADER_SIZE:
+            return w.PACKET_HEADER_SIZE - available
+        size = self._packet_size(self._start)
+        return max(size - available, 1)
+
+    @property
+    def buffered(self) -> int:
+        """How many received bytes are held, in complete packets not yet read or in part of one."""
+        held = self._end - self._start + sum(map(len, self._ready))
+        if self._own is not None:
+            held += self._own_filled
+        return held
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """
+        Returns writable memory to receive the next bytes into.
+
+        Write into the start of it, then call :meth:`buffer_updated` with the number of bytes
+        written. While a large packet is arriving this is that packet's own buffer.
+        """
+        if self._error is not None:
+            raise self._error
+        if self._own is not None:
+            return memoryview(self._own)[self._own_filled :]
+        if self._start == self._end:
+            self._start = self._end = 0
+        elif len(self._buf) - self._end < 4096 or self._end > len(self._buf) // 2:
+            self._compact()
+            if len(self._buf) - self._end < 4096:
+                # Complete packets are waiting to be read: make room rather than stall.
+                # (A new buffer: the caller may still hold a view of the old one.)
+                grown = bytearray(2 * len(self._buf))
+                grown[: self._end] = self._buf[: self._end]
+                self._buf = grown
+        return memoryview(self._buf)[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """
+        Records that ``nbytes`` bytes were written into the memory from :meth:`get_buffer`.
+
+        :raises ncplib.DecodeError: if a packet header is invalid or announces a packet larger
+            than ``max_packet_size``.
+        """
+        own = self._own
+        if own is not None:
+            self._own_filled += nbytes
+            if self._own_filled >= len(own):
+                self._ready.append(own)
+                self._own = None
+                self._own_filled = 0
+        else:
+            self._end += nbytes
+            self._check_header()
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """
+        Adds received bytes.
+
+        :raises ncplib.DecodeError: if a packet header is invalid or announces a packet larger
+            than ``max_packet_size``.
+        """
+        view = memoryview(data).cast("B")
+        while view:
+            buf = self.get_buffer(len(view))
+            n = min(len(buf), len(view))
+            buf[:n] = view[:n]
+            self.buffer_updated(n)
+            view = view[n:]
+
+    def read_packets(self) -> list[Packet]:
+        """
+        Decodes and returns every packet completed so far, oldest first.
+
+        :raises ncplib.DecodeError: if a packet is malformed. Packets completed before it are
+            lost with it; the stream cannot be resynchronised.
+        """
+        return list(self)
+
+    def __iter__(self) -> Iterator[Packet]:
+        """Yields each packet completed so far; see :meth:`read_packets`."""
+        while True:
+            packet = self.next_packet()
+            if packet is None:
+                return
+            yield packet
+
+    def next_packet(self) -> Packet | None:
+        """
+        Decodes and returns the next complete packet, or :data:`None` if none is complete yet.
+
+        :raises ncplib.DecodeError: if the packet is malformed.
+        """
+        if self._error is not None:
+            raise self._error
+        try:
+            if self._ready:
+                return decode_packet(self._ready.popleft(), self.use_numpy)
+            self._check_header()
+            if self._own is not None:
+                return None
+            start = self._start
+            if self._end - start < w.PACKET_HEADER_SIZE:
+                return None
+            size = self._packet_size(start)
+            if self._end - start < size:
+                return None
+            self._start = start + size
+            return decode_packet(bytes(self._buf[start : start + size]), self.use_numpy)
+        except DecodeError as ex:
+            self._error = ex
+            raise
+
+    # Internals.
+
+    def _packet_size(self, start: int) -> int:
+        return int(_HEADER_PREFIX.unpack_from(self._buf, start)[2]) * 4
+
+    def _compact(self) -> None:
+        size = self._end - self._start
+        self._buf[:size] = self._buf[self._start : self._end]
+        self._start = 0
+        self._end = size
+
+    def _check_header(self) -> None:
+        """Validates the header at the start of the buffered bytes, once it has arrived."""
+        start = self._start
+        available = self._end - start
+        if available < w.PACKET_HEADER_SIZE:
+            return
+        magic, _type, size_words = _HEADER_PREFIX.unpack_from(self._buf, start)
+        size = size_words * 4
+        if magic != w.PACKET_HEADER_MAGIC:
+            self._fail(f"Invalid packet header magic {magic.hex()}")
+        if size < w.MIN_PACKET_SIZE:
+            self._fail(f"Packet header gives {size} bytes, less than a header and footer")
+        if size > self.max_packet_size:
+            self._fail(f"Packet of {size} bytes exceeds the maximum of {self.max_packet_size} bytes")
+        if size > available and size >= _OWN_BUFFER_SIZE:
+            # Move the partial packet into a buffer of its own, received into from now on.
+            own = bytearray(size)
+            own[:available] = self._buf[start : self._end]
+            self._own = own
+            self._own_filled = available
+            self._start = self._end = 0
+
+    def _fail(self, message: str) -> None:
+        self._error = DecodeError(message)
+        raise self._error
