@@ -1,0 +1,394 @@
+"""
+Interop: our client and server against the reference ncplib 6.1.0 (and against each other).
+
+Every case runs for each (client, server) pair: (ours, ref), (ref, ours) and (ours, ours). The
+reference runs only as a subprocess with its own interpreter (``tests/peers/ref_*.py``); the
+server logic (``peers.common.handle``) and the client operations (``peers.common.ClientSession``)
+are the same code on both sides, so the pairs differ only in which library is underneath.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from peers.harness import RefServers, client_peer, make_certificate, run, serving
+
+import ncplib
+
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
+
+PAIRS = [("ours", "ref"), ("ref", "ours"), ("ours", "ours")]
+if os.environ.get("NCPLIB_INTEROP_REF_PAIR"):
+    # The reference against itself: a check of the test harness, not of our library.
+    PAIRS.append(("ref", "ref"))
+CROSS_PAIRS = [pair for pair in PAIRS if pair[0] != pair[1]]
+
+HAVE_OURS = hasattr(ncplib, "connect") and hasattr(ncplib, "start_server")
+
+
+def _pair_id(pair: tuple[str, str]) -> str:
+    return f"{pair[0]}-client-{pair[1]}-server"
+
+
+@pytest.fixture(scope="module")
+def ref_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RefServers]:
+    servers = RefServers(tmp_path_factory.mktemp("ref-servers"))
+    yield servers
+    servers.stop_all()
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    made = make_certificate(tmp_path_factory.mktemp("tls"))
+    if made is None:
+        pytest.skip("neither the openssl command nor trustme is available")
+    return made
+
+
+@pytest.fixture(params=PAIRS, ids=_pair_id)
+def pair(request: pytest.FixtureRequest) -> tuple[str, str]:
+    if "ours" in request.param and not HAVE_OURS:
+        pytest.skip("this ncplib has no client and server yet")
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=CROSS_PAIRS, ids=_pair_id)
+def cross_pair(request: pytest.FixtureRequest) -> tuple[str, str]:
+    if "ours" in request.param and not HAVE_OURS:
+        pytest.skip("this ncplib has no client and server yet")
+    return request.param  # type: ignore[no-any-return]
+
+
+class Scenario:
+    """Runs a test body with a client peer connected (or about to connect) to a server peer."""
+
+    def __init__(self, pair: tuple[str, str], ref_servers: RefServers, tmp_path: Path) -> None:
+        self.client_kind, self.server_kind = pair
+        self.ref_servers = ref_servers
+        self.tmp_path = tmp_path
+
+    def run(self, body: Any, server_options: dict[str, Any] | None = None, timeout: float = 60.0) -> None:
+        async def main() -> None:
+            async with (
+                serving(self.server_kind, server_options or {}, self.ref_servers) as port,
+                client_peer(self.client_kind, self.tmp_path) as client,
+            ):
+                try:
+                    await body(client, port)
+                except BaseException:
+                    stderr = getattr(client, "stderr", None)
+                    if stderr is not None:
+                        print("reference client stderr:\n" + stderr())
+                    raise
+
+        run(main, timeout)
+
+
+@pytest.fixture
+def scenario(pair: tuple[str, str], ref_servers: RefServers, tmp_path: Path) -> Scenario:
+    return Scenario(pair, ref_servers, tmp_path)
+
+
+def ok(result: dict[str, Any]) -> dict[str, Any]:
+    """Asserts that an operation succeeded without warnings, and returns its result."""
+    assert "error" not in result, result
+    assert result["warnings"] == [], result
+    return result
+
+
+CONNECT = {"op": "connect", "kwargs": {"hostname": "interop-host", "connection_username": "tester"}}
+
+
+def connect_op(port: int, **kwargs: Any) -> dict[str, Any]:
+    return {**CONNECT, "port": port, "kwargs": {**CONNECT["kwargs"], **kwargs}}
+
+
+def _f32(value: float) -> str:
+    return float(struct.unpack("<f", struct.pack("<f", value))[0]).hex()
+
+
+def _floats(values: list[float], single: bool = False) -> list[str]:
+    return [_f32(value) if single else float(value).hex() for value in values]
+
+
+# The canonical values (peers.common.canonical_values) as they must arrive, exactly: the decoded
+# type's name and value. Raw and array values come back padded to a multiple of 4 bytes.
+EXPECTED_VALUES: dict[str, dict[str, Any]] = {
+    "I32": {"t": "int", "v": -123456789},
+    "BOOL": {"t": "int", "v": 1},
+    "U32": {"t": "u32", "v": 4000000000},
+    "I64": {"t": "i64", "v": -(2**62) - 3},
+    "U64": {"t": "u64", "v": 2**63 + 5},
+    "F32": {"t": "float", "v": _f32(0.1)},
+    "F64": {"t": "f64", "v": (0.1).hex()},
+    "STR": {"t": "str", "v": "h\u00e9llo \u2713 \U0001f680"},
+    "STRE": {"t": "str", "v": ""},
+    "RAW": {"t": "bytes", "v": "666f6f00"},
+    "RAW4": {"t": "bytes", "v": "000102ff"},
+    "AU8": {"t": "array", "c": "B", "v": [1, 2, 255, 0]},
+    "AI8": {"t": "array", "c": "b", "v": [-1, 0, 0, 0]},
+    "AU16": {"t": "array", "c": "H", "v": [7, 0]},
+    "AI16": {"t": "array", "c": "h", "v": [-7, 8, 9, 0]},
+    "AU32": {"t": "array", "c": "I", "v": [0, 4294967295]},
+    "AI32": {"t": "array", "c": "i", "v": [-2147483648, 2147483647]},
+    "AU64": {"t": "array", "c": "L", "v": [0, 2**64 - 1]},
+    "AI64": {"t": "array", "c": "l", "v": [-(2**63), 2**63 - 1]},
+    "AF32": {"t": "array", "c": "f", "v": _floats([1.5, -0.25], single=True)},
+    "AF64": {"t": "array", "c": "d", "v": _floats([0.1, -1e300])},
+}
+
+
+def canonical_tags() -> dict[str, dict[str, Any]]:
+    from peers.common import canonical_values, tag_params
+
+    return tag_params(canonical_values())
+
+
+def test_handshake_and_hostnames(scenario: Scenario) -> None:
+    async def body(client: Any, port: int) -> None:
+        connected = ok(await client.call(connect_op(port)))
+        assert connected["remote_hostname"] == f"127.0.0.1:{port}"
+        info = ok(await client.call({"op": "request", "field": "INFO"}))
+        # The server takes the client's CIW as the connection's remote hostname.
+        assert info["replies"] == [
+            {"packet_type": "TEST", "name": "INFO", "params": {"HOST": {"t": "str", "v": "interop-host"}}}
+        ]
+
+    scenario.run(body)
+
+
+def test_every_value_type_from_server_to_client(scenario: Scenario) -> None:
+    async def body(client: Any, port: int) -> None:
+        ok(await client.call(connect_op(port)))
+        result = ok(await client.call({"op": "request", "field": "GIVE"}))
+        (reply,) = result["replies"]
+        assert reply["params"] == EXPECTED_VALUES
+
+    scenario.run(body)
+
+
+def test_every_value_type_from_client_to_server(scenario: Scenario) -> None:
+    import json
+
+    async def body(client: Any, port: int) -> None:
+        ok(await client.call(connect_op(port)))
+        result = ok(await client.call({"op": "request", "field": "DESC", "params": canonical_tags()}))
+        (reply,) = result["replies"]
+        assert reply["params"]["JSON"]["t"] == "str"
+        assert json.loads(reply["params"]["JSON"]["v"]) == EXPECTED_VALUES
+
+    scenario.run(body)
+
+
+def test_every_value_type_round_trip(scenario: Scenario) -> None:
+    async def body(client: Any, port: int) -> None:
+        ok(await client.call(connect_op(port)))
+        result = ok(await client.call({"op": "request", "field": "ECHO", "params": canonical_tags()}))
+        (reply,) = result["replies"]
+        assert reply["packet_type"] == "TEST"
+        assert reply["name"] == "ECHO"
+        assert reply["params"] == EXPECTED_VALUES
+
+    scenario.run(body)
+
+
+def test_send_packet_with_several_fields(scenario: Scenario) -> None:
+    async def body(client: Any, port: int) -> None:
+        ok(await client.call(connect_op(port)))
+        fields = {
+            "ECHO": {"A": {"t": "int", "v": 1}, "B": {"t": "str", "v": "two"}},
+            "INFO": {},
+            "GIVE": {"X": {"t": "u32", "v": 3}},
+        }
+        result = ok(await client.call({"op": "request", "fields": fields, "count": 3}))
+        replies = {reply["name"]: reply for reply in result["replies"]}
+        assert sorted(replies) == ["ECHO", "GIVE", "INFO"]
+        assert replies["ECHO"]["params"] == {"A": {"t": "int", "v": 1}, "B": {"t": "str", "v": "two"}}
+        assert replies["INFO"]["params"] == {"HOST": {"t": "str", "v": "interop-host"}}
+        assert replies["GIVE"]["params"] == EXPECTED_VALUES
+        assert {reply["packet_type"] for reply in result["replies"]} == {"TEST"}
+
+    scenario.run(body)
+
+
+def test_erro_raises_command_error(scenario: Scenario) -> None:
+    async def body(client: Any, port: int) -> None:
+        ok(await client.call(connect_op(port)))
+        result = await client.call({"op": "request", "field": "BADC"})
+        assert result["replies"] == []
+        assert result["error"] == {
+            "class": "CommandError",
+            "message": result["error"]["message"],
+            "detail": "Bad thing",
+            "code": 400,
+        }
+        # The connection stays usable after a command error.
+        echo = ok(
+            await client.call({"op": "request", "field": "ECHO", "params": {"A": {"t": "int", "v": 5}}})
+        )
+        assert echo["replies"][0]["params"] == {"A": {"t": "int", "v": 5}}
+
+    scenario.run(body)
+
+
+def test_erro_is_a_plain_field_without_auto_erro(scenario: Scenario) -> None:
+    async def body(client: Any, port: int) -> None:
+        ok(await client.call(connect_op(port, auto_erro=False)))
+        result = ok(await client.call({"op": "request", "field": "BADC"}))
+        assert result["replies"][0]["params"] == {
+            "ERRO": {"t": "str", "v": "Bad thing"},
+            "ERRC": {"t": "int", "v": 400},
+        }
+
+    scenario.run(body)
+
+
+def test_warn_issues_command_warning(scenario: Scenario) -> None:
+    async def body(client: Any, port: int) -> None:
+        ok(await client.call(connect_op(port)))
+        result = await client.call({"op": "request", "field": "WRNC", "count": 2})
+        assert "error" not in result
+        assert [(w["class"], w["detail"], w["code"]) for w in result["warnings"]] == [
+            ("CommandWarning", "Careful now", 123)
+        ]
+        # The warning field itself is still delivered, then the data.
+        assert [reply["params"] for reply in result["replies"]] == [
+            {"WARN": {"t": "str", "v": "Careful now"}, "WARC": {"t": "int", "v": 123}},
+            {"DONE": {"t": "int", "v": 1}},
+        ]
+        quiet = ok(await client.call({"op": "request", "field": "ECHO"}))
+        assert quiet["replies"][0]["params"] == {}
+
+    scenario.run(body)
+
+
+def test_no_command_warning_without_auto_warn(scenario: Scenario) -> None:
+    async def body(client: Any, port: int) -> None:
+        ok(await client.call(connect_op(port, auto_warn=False)))
+        result = ok(await client.call({"op": "request", "field": "WRNC", "count": 2}))
+        assert [reply["params"].get("DONE") for reply in result["replies"]] == [None, {"t": "int", "v": 1}]
+
+    scenario.run(body)
+
+
+def test_ackn_fields_are_skipped(scenario: Scenario) -> None:
+    async def body(client: Any, port: int) -> None:
+        ok(await client.call(connect_op(port)))
+        result = ok(await client.call({"op": "request", "field": "ACKC"}))
+        assert [reply["params"] for reply in result["replies"]] == [{"DONE": {"t": "int", "v": 1}}]
+
+    scenario.run(body)
+
+
+def test_ackn_fields_are_delivered_without_auto_ackn(scenario: Scenario) -> None:
+    async def body(client: Any, port: int) -> None:
+        ok(await client.call(connect_op(port, auto_ackn=False)))
+        result = ok(await client.call({"op": "request", "field": "ACKC", "count": 2}))
+        assert [reply["params"] for reply in result["replies"]] == [
+            {"ACKN": {"t": "int", "v": 1}},
+            {"DONE": {"t": "int", "v": 1}},
+        ]
+
+    scenario.run(body)
+
+
+def test_failing_handler_sends_server_error(scenario: Scenario) -> None:
+    async def body(client: Any, port: int) -> None:
+        ok(await client.call(connect_op(port)))
+        result = await client.call({"op": "request", "field": "BOOM"})
+        assert result["error"]["class"] == "CommandError", result
+        assert (result["error"]["detail"], result["error"]["code"]) == ("Server error", 500)
+
+    scenario.run(body)
+
+
+def test_server_clamps_the_client_timeout(scenario: Scenario) -> None:
+    async def body(client: Any, port: int) -> None:
+        result = await client.call(connect_op(port, timeout=600))
+        assert "error" not in result, result
+        assert [(w["class"], w["message"]) for w in result["warnings"]] == [
+            ("NCPWarning", "Server changed connection timeout to 60")
+        ]
+        echo = ok(await client.call({"op": "request", "field": "ECHO"}))
+        assert echo["replies"][0]["name"] == "ECHO"
+
+    scenario.run(body)
+
+
+def test_connection_log_lines(scenario: Scenario) -> None:
+    async def body(client: Any, port: int) -> None:
+        ok(await client.call(connect_op(port)))
+        ok(await client.call({"op": "close"}))
+        logs = ok(await client.call({"op": "logs"}))["logs"]
+        info = [record["message"] for record in logs if record["level"] == "INFO"]
+        assert info == [
+            f"Connected to 127.0.0.1:{port} over NCP",
+            f"Disconnected from 127.0.0.1:{port} over NCP",
+        ]
+
+    scenario.run(body)
+
+
+@pytest.mark.parametrize("auth", [False, True], ids=["tls", "tls-and-auth"])
+def test_tls(scenario: Scenario, certificate: tuple[Path, Path, Path], auth: bool) -> None:
+    cert, key, authority = certificate
+    options: dict[str, Any] = {"tls": {"cert": str(cert), "key": str(key)}}
+    credentials: dict[str, Any] = {}
+    if auth:
+        options["auth"] = ["alice", "s3cret"]
+        credentials = {"username": "alice", "password": "s3cret"}
+
+    async def body(client: Any, port: int) -> None:
+        ok(await client.call({**connect_op(port, **credentials), "cafile": str(authority)}))
+        result = ok(await client.call({"op": "request", "field": "ECHO", "params": canonical_tags()}))
+        assert result["replies"][0]["params"] == EXPECTED_VALUES
+
+    scenario.run(body, options)
+
+
+def test_authentication_success(scenario: Scenario) -> None:
+    async def body(client: Any, port: int) -> None:
+        ok(await client.call(connect_op(port, username="alice", password="s3cret")))
+        result = ok(await client.call({"op": "request", "field": "INFO"}))
+        assert result["replies"][0]["params"] == {"HOST": {"t": "str", "v": "interop-host"}}
+
+    scenario.run(body, {"auth": ["alice", "s3cret"]})
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [{"username": "alice", "password": "wrong"}, {"username": "mallory", "password": "s3cret"}],
+    ids=["bad-password", "bad-user"],
+)
+def test_authentication_failure(scenario: Scenario, credentials: dict[str, str]) -> None:
+    async def body(client: Any, port: int) -> None:
+        result = await client.call(connect_op(port, **credentials))
+        assert result["error"] == {"class": "AuthenticationError", "message": "HTTP 401 Unauthorized"}
+
+    scenario.run(body, {"auth": ["alice", "s3cret"]})
+
+
+@pytest.mark.slow
+def test_idle_connection_kept_alive_past_twice_its_timeout(
+    cross_pair: tuple[str, str], ref_servers: RefServers, tmp_path: Path
+) -> None:
+    # Timeouts are clamped to at least 5 s. During the WAIT the server keeps receiving (so it
+    # needs the client's keep-alives) and the client waits for the reply (so it needs the
+    # server's): both sides would raise NetworkTimeoutError after 5 s of silence.
+    async def body(client: Any, port: int) -> None:
+        ok(await client.call(connect_op(port, timeout=5)))
+        result = ok(
+            await client.call({"op": "request", "field": "WAIT", "params": {"SECS": {"t": "int", "v": 11}}})
+        )
+        assert result["replies"][0]["params"] == {"DONE": {"t": "int", "v": 1}}
+        echo = ok(
+            await client.call({"op": "request", "field": "ECHO", "params": {"A": {"t": "int", "v": 2}}})
+        )
+        assert echo["replies"][0]["params"] == {"A": {"t": "int", "v": 2}}
+
+    Scenario(cross_pair, ref_servers, tmp_path).run(body, timeout=60)
