@@ -1,0 +1,1 @@
+"""Development tools for ncplib: test runners, distribution checks, the reference environment."""

@@ -1,0 +1,327 @@
+"""
+Checks the distributions of ncplib end to end.
+
+Usage: ``python tools/check_dist.py [--keep] [-- pytest arguments]``, with ``build`` and
+``cibuildwheel`` installed (``pip install --group dev``). It needs a C compiler and access to the
+package index (build isolation and the test dependencies); it does not need Docker.
+
+1. ``python -m build`` makes an sdist, then a wheel from that sdist (so the sdist is proven to
+   build with build isolation); ``NCPLIB_PUREPYTHON=1`` makes the pure-Python wheel from the same
+   sdist. The contents and tags of all three are checked: the sdist carries the Cython source, the
+   stub, ``py.typed``, ``setup.py``, the README and the tests, and no generated or compiled file;
+   both wheels carry ``py.typed`` and the stub and no Cython source; the compiled wheel holds the
+   extension, the pure one is tagged ``py3-none-any`` and holds none.
+2. Each of the compiled wheel, the sdist (built from source by pip) and the pure wheel is
+   installed into a fresh virtual environment with the ``test`` extra. There, ``ncplib`` must
+   import from that environment, with the compiled codec active (wheel, sdist) or the pure one
+   (pure wheel), and the test suite must pass when run from a scratch copy of ``tests/``, so the
+   source tree cannot be imported by mistake. By default the run leaves out the tests marked
+   ``interop``, ``load`` and ``slow``, which the full run of ``tools/run_tests.py`` covers; pytest
+   arguments after ``--`` replace that selection.
+3. ``cibuildwheel --print-build-identifiers`` must list exactly the intended wheel builds for
+   Linux, Windows and macOS.
+
+Exits non-zero on the first failed check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.machinery
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import venv
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD_TIMEOUT = 1200
+INSTALL_TIMEOUT = 1200
+TEST_TIMEOUT = 1200
+DEFAULT_PYTEST_ARGS = ["-q", "-m", "not interop and not load and not slow"]
+
+PYTHONS = ("cp310", "cp311", "cp312", "cp313", "cp314", "cp315")
+EXPECTED_BUILDS = {
+    "linux": [
+        f"{py}-{plat}"
+        for plat in ("manylinux_x86_64", "manylinux_aarch64", "musllinux_x86_64")
+        for py in PYTHONS
+    ],
+    "windows": [f"{py}-win_amd64" for py in PYTHONS],
+    "macos": [f"{py}-macosx_{arch}" for py in PYTHONS for arch in ("x86_64", "arm64")],
+}
+
+SDIST_REQUIRED = (
+    "pyproject.toml",
+    "setup.py",
+    "MANIFEST.in",
+    "README.rst",
+    "LICENSE",
+    "ncplib/__init__.py",
+    "ncplib/py.typed",
+    "ncplib/_codec.pyx",
+    "ncplib/_codec.pyi",
+    "ncplib/_pycodec.py",
+    "tests/conftest.py",
+    "tests/test_stub.py",
+    "tests/vectors/packets.json",
+    "tools/run_tests.py",
+)
+WHEEL_REQUIRED = ("ncplib/__init__.py", "ncplib/py.typed", "ncplib/_codec.pyi", "ncplib/_pycodec.py")
+BUILT_SUFFIXES = (".so", ".pyd", ".dylib", ".c", ".pyc", ".o")
+
+
+# Variables that would change what is built, installed or imported.
+SWITCHES = frozenset(
+    {
+        "NCPLIB_PUREPYTHON",
+        "NCPLIB_REQUIRE_COMPILED",
+        "NCPLIB_EXPECT_COMPILED",
+        "NCPLIB_EXPECT_INSTALLED",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PIP_REQUIRE_VIRTUALENV",
+    }
+)
+
+
+class CheckFailed(Exception):
+    """One of the checks did not pass."""
+
+
+def log(message: str) -> None:
+    print(f"[check_dist] {message}", flush=True)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without ncplib's and cibuildwheel's switches, plus ``extra``."""
+    env = {
+        key: value for key, value in os.environ.items() if key not in SWITCHES and not key.startswith("CIBW_")
+    }
+    env.update(extra)
+    return env
+
+
+def run(cmd: Sequence[str | Path], *, cwd: Path, env: dict[str, str], timeout: int) -> str:
+    """Runs a command, echoing its output; raises :class:`CheckFailed` if it fails."""
+    args = [str(c) for c in cmd]
+    log("$ " + " ".join(args))
+    started = time.monotonic()
+    try:
+        result = subprocess.run(
+            args,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as ex:
+        raise CheckFailed(f"timed out after {timeout} s: {' '.join(args)}") from ex
+    if result.returncode != 0:
+        print(result.stdout, flush=True)
+        raise CheckFailed(f"exit {result.returncode}: {' '.join(args)}")
+    log(f"  ok in {time.monotonic() - started:.0f} s")
+    return result.stdout
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise CheckFailed(message)
+
+
+def one(paths: list[Path], what: str) -> Path:
+    expect(len(paths) == 1, f"expected one {what}, found {[p.name for p in paths]}")
+    return paths[0]
+
+
+# Building and inspecting the distributions.
+
+
+def build_all(work: Path) -> tuple[Path, Path, Path]:
+    """Builds the sdist, the compiled wheel (from the sdist) and the pure wheel (from the sdist)."""
+    dist = work / "dist"
+    pure = work / "pure"
+    run(
+        [sys.executable, "-m", "build", "--outdir", dist, ROOT],
+        cwd=work,
+        env=clean_env(NCPLIB_REQUIRE_COMPILED="1"),
+        timeout=BUILD_TIMEOUT,
+    )
+    sdist = one(sorted(dist.glob("*.tar.gz")), "sdist")
+    wheel = one(sorted(dist.glob("*.whl")), "wheel")
+    run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", pure, sdist],
+        cwd=work,
+        env=clean_env(NCPLIB_PUREPYTHON="1"),
+        timeout=BUILD_TIMEOUT,
+    )
+    pure_wheel = one(sorted(pure.glob("*.whl")), "pure wheel")
+    return sdist, wheel, pure_wheel
+
+
+def check_sdist(sdist: Path) -> None:
+    with tarfile.open(sdist) as tar:
+        names = [name.split("/", 1)[1] for name in tar.getnames() if "/" in name]
+    for required in SDIST_REQUIRED:
+        expect(required in names, f"sdist lacks {required}")
+    built = [n for n in names if n.endswith(BUILT_SUFFIXES) or "__pycache__" in n]
+    expect(not built, f"sdist holds generated or compiled files: {built}")
+    log(f"sdist {sdist.name}: {len(names)} entries, source, stub, py.typed and tests present")
+
+
+def wheel_names(wheel: Path) -> tuple[list[str], str]:
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        wheel_meta = next(n for n in names if n.endswith(".dist-info/WHEEL"))
+        return names, zf.read(wheel_meta).decode()
+
+
+def check_wheel(wheel: Path, *, compiled: bool) -> None:
+    names, meta = wheel_names(wheel)
+    for required in WHEEL_REQUIRED:
+        expect(required in names, f"{wheel.name} lacks {required}")
+    sources = [n for n in names if n.endswith((".pyx", ".pxd", ".c", ".html"))]
+    expect(not sources, f"{wheel.name} ships Cython source or generated C: {sources}")
+    extensions = [
+        n
+        for n in names
+        if n.startswith("ncplib/_codec.") and n.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    ]
+    tag = wheel.name[: -len(".whl")].split("-", 2)[2]
+    if compiled:
+        expect(len(extensions) == 1, f"{wheel.name} should hold one compiled codec, has {extensions}")
+        expect(tag != "py3-none-any", f"{wheel.name} holds compiled code but is tagged {tag}")
+        expect("Root-Is-Purelib: false" in meta, f"{wheel.name} should not be purelib")
+    else:
+        expect(not extensions, f"pure wheel {wheel.name} holds compiled code: {extensions}")
+        expect(tag == "py3-none-any", f"pure wheel is tagged {tag}, not py3-none-any")
+        expect("Root-Is-Purelib: true" in meta, f"{wheel.name} should be purelib")
+    log(f"wheel {wheel.name}: {len(names)} entries, py.typed and stub present, tag {tag}")
+
+
+# Installing and testing.
+
+
+def venv_python(env_dir: Path) -> Path:
+    if sys.platform == "win32":
+        return env_dir / "Scripts" / "python.exe"
+    return env_dir / "bin" / "python"
+
+
+PROBE = """
+import json, ncplib, ncplib.codec
+print(json.dumps({"file": ncplib.__file__, "implementation": ncplib.codec.implementation()}))
+"""
+
+
+def install_and_test(
+    work: Path, label: str, target: Path, *, implementation: str, pytest_args: list[str]
+) -> None:
+    """Installs ``target`` with the test extra into a fresh venv and runs the tests against it."""
+    log(f"--- {label}: {target.name}")
+    env_dir = work / f"venv-{label}"
+    venv.create(env_dir, with_pip=True, clear=True)
+    python = venv_python(env_dir)
+    install_env = clean_env(NCPLIB_REQUIRE_COMPILED="1" if implementation == "compiled" else "0")
+    run(
+        [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", f"{target}[test]"],
+        cwd=work,
+        env=install_env,
+        timeout=INSTALL_TIMEOUT,
+    )
+
+    # A scratch directory with a copy of the tests and nothing importable as ncplib.
+    scratch = work / f"run-{label}"
+    scratch.mkdir()
+    shutil.copytree(ROOT / "tests", scratch / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "tools", scratch / "tools", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(ROOT / "pyproject.toml", scratch / "pyproject.toml")
+    expect(not (scratch / "ncplib").exists(), "scratch directory must not hold ncplib")
+
+    probe = json.loads(run([python, "-c", PROBE], cwd=scratch, env=clean_env(), timeout=120))
+    installed = Path(probe["file"]).resolve()
+    expect(
+        installed.is_relative_to(env_dir.resolve()),
+        f"{label}: ncplib imported from {installed}, not from the virtual environment {env_dir}",
+    )
+    expect(
+        probe["implementation"] == implementation,
+        f"{label}: codec is {probe['implementation']!r}, expected {implementation!r}",
+    )
+    log(f"{label}: ncplib from {installed.parent}, codec {probe['implementation']}")
+
+    test_env = clean_env(NCPLIB_EXPECT_INSTALLED=str(env_dir.resolve()))
+    if implementation == "compiled":
+        test_env["NCPLIB_EXPECT_COMPILED"] = "1"
+    output = run(
+        [python, "-m", "pytest", "-p", "no:cacheprovider", *pytest_args, "tests"],
+        cwd=scratch,
+        env=test_env,
+        timeout=TEST_TIMEOUT,
+    )
+    summary = [line for line in output.splitlines() if " passed" in line or " failed" in line]
+    log(f"{label}: {summary[-1] if summary else 'pytest passed'}")
+
+
+# The cibuildwheel build matrix.
+
+
+def check_build_identifiers() -> None:
+    for platform, expected in EXPECTED_BUILDS.items():
+        output = run(
+            [sys.executable, "-m", "cibuildwheel", "--print-build-identifiers", "--platform", platform],
+            cwd=ROOT,
+            env=clean_env(),
+            timeout=300,
+        )
+        found = output.split()
+        expect(
+            sorted(found) == sorted(expected),
+            f"cibuildwheel {platform} builds differ:\n  unexpected {sorted(set(found) - set(expected))}"
+            f"\n  missing {sorted(set(expected) - set(found))}",
+        )
+        log(f"cibuildwheel {platform}: the {len(found)} intended builds, nothing else")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1] if __doc__ else None)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument("pytest_args", nargs="*", help="pytest arguments (after --)")
+    args = parser.parse_args(argv)
+    pytest_args = args.pytest_args or DEFAULT_PYTEST_ARGS
+
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="ncplib-dist-"))
+    try:
+        check_build_identifiers()
+        sdist, wheel, pure_wheel = build_all(work)
+        check_sdist(sdist)
+        check_wheel(wheel, compiled=True)
+        check_wheel(pure_wheel, compiled=False)
+        install_and_test(work, "wheel", wheel, implementation="compiled", pytest_args=pytest_args)
+        install_and_test(work, "sdist", sdist, implementation="compiled", pytest_args=pytest_args)
+        install_and_test(work, "pure-wheel", pure_wheel, implementation="pure", pytest_args=pytest_args)
+    except CheckFailed as ex:
+        log(f"FAILED: {ex}")
+        return 1
+    finally:
+        if args.keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    log(f"all distribution checks passed in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
