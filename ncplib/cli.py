@@ -33,8 +33,10 @@ import contextlib
 import json
 import logging
 import math
+import os
 import re
 import signal
+import socket
 import sys
 import time
 import warnings
@@ -375,7 +377,7 @@ def field_to_json(field: Any) -> dict[str, Any]:
 
 def _param_wire_size(value: Any) -> int:
     if _is_array(value):
-        size = len(value) * value.itemsize
+        size = int(len(value) * value.itemsize)
     elif isinstance(value, (bytes, bytearray, memoryview)):
         size = memoryview(value).nbytes
     elif isinstance(value, str):
@@ -423,11 +425,16 @@ async def _connect(host: str, port: int, timeout: float, **kwargs: Any) -> Any:
 
 
 def _reason(ex: BaseException) -> str:
-    cause = ex
-    # Prefer the underlying OS error's text ("Connection refused") to a wrapper's.
-    while cause.__cause__ is not None and not str(cause):
+    """One line saying why ``ex`` happened; the system's words for an OS error ("Connection refused")."""
+    cause: BaseException | None = ex
+    while cause is not None:
+        errno = getattr(cause, "errno", None)
+        if isinstance(errno, int):
+            if isinstance(cause, socket.gaierror):
+                return str(cause.strerror)  # Name resolution: errno is not an OS error number.
+            return os.strerror(errno)
         cause = cause.__cause__
-    text = str(cause).strip() or type(cause).__name__
+    text = str(ex).strip() or type(ex).__name__
     return text.splitlines()[0]
 
 
@@ -666,7 +673,10 @@ async def _run_demo(args: argparse.Namespace) -> int:
             plotted = True
     if not plotted:
         print(f"Spectrum of the last sweep, {fsta} to {fstp} MHz (max-hold per column):")
-        print("|" + _ascii_spectrum(levels) + "|")
+        line = _ascii_spectrum(levels)
+        print("|" + line + "|")
+        low_label, high_label = f"{fsta} MHz", f"{fstp} MHz"
+        print(low_label + high_label.rjust(len(line) + 2 - len(low_label)))
         if not args.ascii:
             print("For a waterfall plot install matplotlib: pip install 'ncplib[plot]'")
     return EXIT_OK

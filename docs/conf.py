@@ -1,0 +1,26 @@
+"""Sphinx configuration for the ncplib documentation."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath(".."))
+
+import ncplib  # noqa: E402
+
+project = "ncplib"
+author = "ncplib developers"
+copyright = "CRFS and ncplib developers"  # noqa: A001
+release = ncplib.__version__
+version = ".".join(release.split(".")[:2])
+
+extensions = ["sphinx.ext.autodoc"]
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_preserve_defaults = True
+exclude_patterns = ["_build"]
+root_doc = "index"
+html_theme = "alabaster"
+html_theme_options = {"description": "NCP for CRFS RFeye nodes", "fixed_sidebar": True}
+pygments_style = "sphinx"
