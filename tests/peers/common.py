@@ -196,7 +196,9 @@ class _LogRecorder(logging.Handler):
         self.records: list[dict[str, str]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append({"level": record.levelname, "message": record.getMessage()})
+        self.records.append(
+            {"logger": record.name, "level": record.levelname, "message": record.getMessage()}
+        )
 
 
 def _describe_exception(exc: BaseException) -> dict[str, Any]:
