@@ -8,6 +8,8 @@ RFeye spectrum-monitoring nodes.
 
 from __future__ import annotations
 
+from ncplib.client import connect
+from ncplib.connection import Connection, Field, Response
 from ncplib.errors import (
     AuthenticationError,
     CommandError,
@@ -20,11 +22,17 @@ from ncplib.errors import (
     NetworkError,
     NetworkTimeoutError,
 )
+from ncplib.server import start_server
 from ncplib.values import f64, i64, u32, u64
 
 __version__ = "7.0.0.dev0"
 
 __all__ = [
+    "connect",
+    "start_server",
+    "Connection",
+    "Response",
+    "Field",
     "NCPError",
     "NetworkError",
     "AuthenticationError",

@@ -1,0 +1,99 @@
+"""
+The NCP ``LINK`` handshake and timeout negotiation, for both sides.
+
+server → ``HELO``; client → ``CCRE`` (CIW, CUSR, CDOM, LINK = the client's timeout);
+server → ``SCAR`` (LINK = the negotiated timeout); client → ``CARE`` (CAR); server → ``SCON``.
+The negotiated timeout is the client's clamped to :data:`MIN_TIMEOUT`..:data:`MAX_TIMEOUT`, or 0
+for a legacy client that proposed none. Both sides then send keep-alives and time out by it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from ncplib.connection import Connection
+from ncplib.errors import DecodeWarning, NCPWarning
+
+__all__ = ["MIN_TIMEOUT", "MAX_TIMEOUT", "negotiate_timeout", "client_handshake", "server_handshake"]
+
+#: The shortest timeout a server accepts, in seconds.
+MIN_TIMEOUT = 5
+#: The longest timeout a server accepts, in seconds.
+MAX_TIMEOUT = 60
+
+
+def _as_timeout(value: Any) -> int | None:
+    """The value as a non-negative whole number of seconds, or :data:`None` if it is not one."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return int(value)
+
+
+def negotiate_timeout(proposed: Any) -> int:
+    """
+    The timeout a server grants for the LINK value a client proposed.
+
+    :param proposed: The client's CCRE ``LINK`` param, or :data:`None` if it sent none.
+    :returns: 0 if the client proposed none (or something that is not a non-negative number),
+        else the proposal clamped to ``MIN_TIMEOUT..MAX_TIMEOUT``.
+    """
+    if proposed is None:
+        return 0
+    timeout = _as_timeout(proposed)
+    if timeout is None:
+        warnings.warn(DecodeWarning(f"Invalid connection timeout {proposed!r}"), stacklevel=2)
+        return 0
+    return min(max(timeout, MIN_TIMEOUT), MAX_TIMEOUT)
+
+
+def _apply(connection: Connection, negotiated: int, own_timeout: int) -> None:
+    connection._set_timeout(negotiated if negotiated > 0 else own_timeout)
+    connection._start_keepalive(negotiated)
+
+
+async def client_handshake(
+    connection: Connection, *, hostname: str, username: str, domain: str, timeout: int
+) -> None:
+    """
+    Runs the client side of the handshake.
+
+    :raises ncplib.NCPError: if the connection fails or the server sends an error.
+    """
+    await connection.recv_field("LINK", "HELO")
+    connection.send("LINK", "CCRE", CIW=hostname, CUSR=username, CDOM=domain, LINK=timeout)
+    scar = await connection.recv_field("LINK", "SCAR")
+    raw = scar.get("LINK")
+    negotiated = 0
+    if raw is not None:
+        checked = _as_timeout(raw)
+        if checked is None:
+            warnings.warn(DecodeWarning(f"Invalid connection timeout {raw!r} from server"), stacklevel=2)
+        else:
+            negotiated = checked
+            if negotiated != timeout:
+                warnings.warn(NCPWarning(f"Server changed connection timeout to {negotiated}"), stacklevel=2)
+    connection.send("LINK", "CARE", CAR=hostname)
+    await connection.recv_field("LINK", "SCON")
+    _apply(connection, negotiated, timeout)
+
+
+async def server_handshake(connection: Connection, *, timeout: int) -> None:
+    """
+    Runs the server side of the handshake. Sets the connection's ``remote_hostname`` from CIW.
+
+    :raises ncplib.NCPError: if the connection fails.
+    """
+    connection.send("LINK", "HELO")
+    ccre = await connection.recv_field("LINK", "CCRE")
+    hostname = ccre.get("CIW")
+    if isinstance(hostname, str) and hostname:
+        connection.remote_hostname = hostname
+    raw = ccre.get("LINK")
+    negotiated = negotiate_timeout(raw)
+    if raw is not None and negotiated != raw and _as_timeout(raw) is not None:
+        warnings.warn(NCPWarning(f"Changed connection timeout from {raw} to {negotiated}"), stacklevel=2)
+    connection.send("LINK", "SCAR", LINK=negotiated)
+    await connection.recv_field("LINK", "CARE")
+    connection.send("LINK", "SCON")
+    _apply(connection, negotiated, timeout)

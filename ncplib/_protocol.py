@@ -1,0 +1,368 @@
+"""
+The asyncio protocol under a :class:`~ncplib.Connection`.
+
+Receiving: the protocol is an :class:`asyncio.BufferedProtocol` whose ``get_buffer`` and
+``buffer_updated`` go straight to a :class:`~ncplib.framing.PacketReader`, so the kernel writes
+into the reader's memory (a large packet into its own final buffer). Packets are decoded lazily,
+when the connection asks for the next one, which keeps flow control simple: once more than
+``high_water`` received bytes wait to be read, reading pauses, and it resumes when the
+application has consumed them (or is waiting for a packet that has not fully arrived). Memory
+held per connection is therefore bounded by ``high_water`` plus one packet of at most
+``max_packet_size``.
+
+Before NCP starts, the protocol can be in *head mode*: it collects an HTTP head (the CONNECT
+step, see :mod:`ncplib.tunnel`) of bounded size; any bytes after the head go to the reader.
+
+Sending: buffers from :func:`~ncplib.packets.encode_packet_buffers` go to the transport without
+being joined first, and ``pause_writing``/``resume_writing`` drive :meth:`NCPProtocol.drain`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+from ncplib.errors import ConnectionClosed, DecodeError, NetworkError, NetworkTimeoutError
+from ncplib.framing import PacketReader
+from ncplib.packets import Packet
+from ncplib.tunnel import MAX_HEAD_SIZE
+
+__all__ = ["NCPProtocol", "DEFAULT_HIGH_WATER"]
+
+#: Received bytes waiting to be read above which reading from the socket pauses.
+DEFAULT_HIGH_WATER = 4 * 1024 * 1024
+# Buffers smaller than this are joined before writing where the transport has no real writelines.
+_SMALL_BUFFER = 16 * 1024
+_HEAD_END = b"\r\n\r\n"
+
+
+def _has_native_writelines(transport: asyncio.BaseTransport) -> bool:
+    return getattr(type(transport), "writelines", None) is not asyncio.WriteTransport.writelines
+
+
+class NCPProtocol(asyncio.BufferedProtocol):
+    """
+    Bytes in and out for one NCP connection; see the module docstring.
+
+    :param int max_packet_size: The largest packet accepted, in bytes.
+    :param bool use_numpy: Decode data params as read-only numpy views.
+    :param bool head_mode: Start by collecting an HTTP head (see :meth:`read_head`).
+    :param int high_water: Received bytes held before reading pauses.
+    """
+
+    transport: asyncio.Transport | None
+
+    def __init__(
+        self,
+        *,
+        max_packet_size: int,
+        use_numpy: bool,
+        head_mode: bool = False,
+        high_water: int = DEFAULT_HIGH_WATER,
+    ) -> None:
+        self.reader = PacketReader(max_packet_size=max_packet_size, use_numpy=use_numpy)
+        self.transport = None
+        self.high_water = high_water
+        self._loop = asyncio.get_running_loop()
+        self._head: bytearray | None = bytearray(MAX_HEAD_SIZE) if head_mode else None
+        self._head_len = 0
+        self._head_done: bytes | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+        self._drain_waiters: deque[asyncio.Future[None]] = deque()
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._made = False
+        self._lost = False
+        self._lost_exc: BaseException | None = None
+        self._error: BaseException | None = None
+        self._read_paused = False
+        self._write_paused = False
+        self.last_received = self._loop.time()
+        self._write_buffers: Callable[[Sequence[Any]], None] = self._writelines_joined
+        #: Called once the transport is gone (the connection stops its timers and logs).
+        self.on_lost: Callable[[], None] | None = None
+        #: Called once the connection is made (the server starts the connection's task).
+        self.on_made: Callable[[], None] | None = None
+
+    # asyncio callbacks.
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Not an isinstance check: uvloop's transports do not derive from asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
+        self._made = True
+        self.last_received = self._loop.time()
+        if _has_native_writelines(transport):
+            self._write_buffers = self.transport.writelines
+        if self.on_made is not None:
+            self.on_made()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        head = self._head
+        if head is not None:
+            return memoryview(head)[self._head_len :]
+        return self.reader.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.last_received = self._loop.time()
+        if self._head is not None:
+            self._head_updated(nbytes)
+            return
+        reader = self.reader
+        needed = reader.bytes_needed
+        try:
+            reader.buffer_updated(nbytes)
+        except DecodeError as ex:
+            self._fail(ex)
+            return
+        if not self._read_paused and reader.buffered > self.high_water:
+            self._pause_reading()
+        if nbytes >= needed:
+            # A packet (or at least its header) is complete: worth a look.
+            self._wake()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._lost_exc = exc
+        if self.on_lost is not None:
+            self.on_lost()
+        self._wake()
+        while self._drain_waiters:
+            waiter = self._drain_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        while self._drain_waiters:
+            waiter = self._drain_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # Head mode.
+
+    def _head_updated(self, nbytes: int) -> None:
+        head = self._head
+        assert head is not None
+        start = max(self._head_len - 3, 0)
+        self._head_len += nbytes
+        end = head.find(_HEAD_END, start, self._head_len)
+        if end < 0:
+            if self._head_len >= len(head):
+                self._fail(NetworkError(f"HTTP head larger than {MAX_HEAD_SIZE} bytes"))
+            return
+        end += len(_HEAD_END)
+        self._head_done = bytes(head[:end])
+        rest = head[end : self._head_len]
+        self._head = None
+        if rest:
+            try:
+                self.reader.feed(rest)
+            except DecodeError as ex:
+                self._fail(ex)
+                return
+        self._wake()
+
+    async def read_head(self, timeout: float) -> bytes:
+        """
+        Waits for the HTTP head the protocol was collecting, then switches to NCP.
+
+        :raises ncplib.NetworkError: if the head is too large or the connection was lost.
+        :raises ncplib.NetworkTimeoutError: if nothing arrived for ``timeout`` seconds.
+        :returns: The head, up to and including the blank line.
+        """
+        while self._head_done is None:
+            self.raise_if_broken()
+            await self.wait_data(timeout)
+        head, self._head_done = self._head_done, None
+        return head
+
+    # Receiving.
+
+    def next_packet(self) -> Packet | None:
+        """
+        Decodes the next complete packet, or returns :data:`None`.
+
+        :raises ncplib.DecodeError: if the stream is malformed; the transport is then closed.
+        """
+        if self._head is not None:
+            return None
+        try:
+            packet = self.reader.next_packet()
+        except DecodeError as ex:
+            self._fail(ex)
+            raise
+        if self._read_paused and self.reader.buffered <= self.high_water // 4:
+            self._resume_reading()
+        return packet
+
+    def raise_if_broken(self) -> None:
+        """
+        Raises the reason no more packets can arrive, if there is one.
+
+        :raises ncplib.NCPError: the stored error, :exc:`ncplib.NetworkError` if the connection
+            was lost (or ended in the middle of a packet), or :exc:`ncplib.ConnectionClosed`.
+        """
+        if self._error is not None:
+            raise self._error
+        if self._lost:
+            if self._lost_exc is not None:
+                raise NetworkError(str(self._lost_exc) or type(self._lost_exc).__name__) from self._lost_exc
+            if self.reader.buffered or (self._head is not None and self._head_len):
+                raise NetworkError("Connection closed in the middle of a packet")
+            raise ConnectionClosed("Connection closed")
+        if self.transport is not None and self.transport.is_closing():
+            raise ConnectionClosed("Connection closed")
+
+    async def wait_data(self, timeout: float) -> None:
+        """
+        Waits until more bytes may complete a packet, or the connection ends.
+
+        :raises ncplib.NetworkTimeoutError: if nothing at all was received for ``timeout`` seconds
+            (counted from the later of the last byte received and the start of the wait).
+        """
+        if self._read_paused:
+            # The application waits for a packet that has not fully arrived: let it in.
+            self._resume_reading()
+        loop = self._loop
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        start = loop.time()
+        timer: asyncio.TimerHandle | None = None
+
+        def on_timer() -> None:
+            nonlocal timer
+            if waiter.done():
+                return
+            due = max(self.last_received, start) + timeout
+            if due > loop.time() + 0.001:
+                timer = loop.call_at(due, on_timer)
+                return
+            waiter.set_exception(NetworkTimeoutError(f"No data received for {timeout:g} seconds"))
+
+        if timeout > 0:
+            timer = loop.call_at(start + timeout, on_timer)
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            try:
+                self._waiters.remove(waiter)
+            except ValueError:
+                pass
+
+    def _wake(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    def _pause_reading(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            self._read_paused = True
+            transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        self._read_paused = False
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+        self.close()
+        self._wake()
+
+    # Sending.
+
+    def write_raw(self, data: bytes) -> None:
+        """Writes ``data`` unless the transport is closing."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def write_buffers(self, buffers: Sequence[Any]) -> bool:
+        """
+        Writes ``buffers`` (in order) unless the transport is closing.
+
+        :returns: :data:`True` if written, :data:`False` if dropped because the connection closes.
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        self._write_buffers(buffers)
+        return True
+
+    def _writelines_joined(self, buffers: Sequence[Any]) -> None:
+        # The transport's writelines would join everything: join only small pieces, write large
+        # ones as they are.
+        transport = self.transport
+        assert transport is not None
+        pending: list[Any] = []
+        pending_size = 0
+        for buf in buffers:
+            size = memoryview(buf).nbytes if not isinstance(buf, bytes) else len(buf)
+            if size < _SMALL_BUFFER:
+                pending.append(buf)
+                pending_size += size
+                continue
+            if pending:
+                transport.write(b"".join(pending))
+                pending = []
+                pending_size = 0
+            transport.write(buf)
+        if pending:
+            transport.write(b"".join(pending) if len(pending) > 1 else pending[0])
+
+    async def drain(self) -> None:
+        """
+        Waits while the transport's write buffer is above its high-water mark.
+
+        :raises ncplib.NCPError: why the connection broke, or :exc:`ncplib.ConnectionClosed`.
+        """
+        while True:
+            if self._lost or (self.transport is not None and self.transport.is_closing()):
+                self.raise_if_broken()
+                raise ConnectionClosed("Connection closed")
+            if not self._write_paused:
+                return
+            waiter: asyncio.Future[None] = self._loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+
+    # Closing.
+
+    def close(self) -> None:
+        """Closes the transport (pending writes are flushed first)."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+
+    def is_closing(self) -> bool:
+        """Returns :data:`True` once the transport is closing or gone."""
+        transport = self.transport
+        return self._lost or (transport is not None and transport.is_closing())
+
+    async def wait_closed(self, timeout: float) -> None:
+        """
+        Waits until the transport has closed; aborts it if that takes more than ``timeout`` seconds.
+        """
+        if self.transport is None:
+            return
+        if not self._closed.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._closed), timeout if timeout > 0 else None)
+            except asyncio.TimeoutError:
+                self.transport.abort()
+                await self._closed

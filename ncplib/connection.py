@@ -1,0 +1,515 @@
+"""
+NCP connection
+==============
+
+A :class:`Connection` is one side of an NCP connection, client or server. It sends packets,
+hands out received fields, keeps the link alive and matches replies to requests.
+
+Do not instantiate these classes directly: use :func:`ncplib.connect` for a client connection
+and :func:`ncplib.start_server` for a server.
+
+Spawn a concurrent task to handle a long-running command::
+
+    async def handle_dspc_time(field):
+        field.send(ACKN=1)
+        await asyncio.sleep(10)  # Simulate a blocking task.
+        field.send(TSDC=0, TIMM=1)
+
+    async for field in connection:
+        if field.packet_type == "DSPC" and field.name == "TIME":
+            asyncio.create_task(handle_dspc_time(field))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+import warnings
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any
+
+from ncplib._protocol import NCPProtocol
+from ncplib.errors import CommandError, CommandWarning, ConnectionClosed
+from ncplib.packets import Param, encode_packet, encode_packet_buffers
+
+__all__ = ["Connection", "Response", "Field"]
+
+# The info word of every packet sent: the last 4 bytes of this host's MAC address.
+_INFO = uuid.getnode().to_bytes(6, "big")[-4:]
+# Field ids come from one counter per process, wrapping at 2**32.
+_field_ids = itertools.count()
+_UTC = timezone.utc
+# Legacy peers (negotiated timeout 0) get a keep-alive this often, in seconds.
+_LEGACY_KEEPALIVE = 3
+
+
+def _next_field_id() -> int:
+    return next(_field_ids) & 0xFFFFFFFF
+
+
+def keepalive_interval(timeout: int) -> int:
+    """
+    The keep-alive interval, in whole seconds, for a negotiated timeout.
+
+    :param int timeout: The negotiated timeout in seconds; 0 for a legacy peer.
+    :returns: ``0.66 * timeout`` rounded down (at least 1), or 3 for a legacy peer.
+    """
+    if timeout <= 0:
+        return _LEGACY_KEEPALIVE
+    return max(int(timeout * 0.66), 1)
+
+
+class Field(dict[str, Any]):
+    """
+    A NCP field received by a :class:`Connection`: a :class:`dict` of param names to values.
+
+    Access the params by item access::
+
+        print(field["FCTR"])
+
+    .. attribute:: connection
+
+        The :class:`Connection` that received this field.
+
+    .. attribute:: packet_type
+
+        The type of the NCP packet that contained this field, a valid identifier.
+
+    .. attribute:: packet_id
+
+        The id of the NCP packet that contained this field.
+
+    .. attribute:: packet_timestamp
+
+        A timezone-aware :class:`datetime.datetime` telling when the containing packet was sent.
+
+    .. attribute:: name
+
+        The name of the NCP field, a valid identifier.
+
+    .. attribute:: id
+
+        The unique :class:`int` id of this field.
+    """
+
+    __slots__ = ("connection", "id", "name", "packet_id", "packet_timestamp", "packet_type")
+
+    connection: Connection
+    packet_type: str
+    packet_id: int
+    packet_timestamp: datetime
+    name: str
+    id: int
+
+    def __init__(
+        self,
+        connection: Connection,
+        packet_type: str,
+        packet_id: int,
+        packet_timestamp: datetime,
+        name: str,
+        id: int,
+        params: Iterable[tuple[str, Any]],
+    ) -> None:
+        super().__init__(params)
+        self.connection = connection
+        self.packet_type = packet_type
+        self.packet_id = packet_id
+        self.packet_timestamp = packet_timestamp
+        self.name = name
+        self.id = id
+
+    def send(self, **params: Param) -> Response:
+        """
+        Sends a NCP packet containing a single field in reply to this field.
+
+        The reply repeats this field's packet type, name and id.
+
+        :param \\**params: Keyword arguments, one per NCP parameter. Each parameter name should be a
+            valid identifier, and each parameter value one of the supported value types.
+        :raises ValueError: if any of the parameter names were not a valid identifier, or any of
+            the parameter values were invalid.
+        :raises TypeError: if any of the parameter values were not one of the supported value types.
+        :returns: A :class:`Response` giving access to any :class:`Field` received in reply.
+        """
+        return self.connection._send_packet(
+            self.packet_type, [(self.name, self.id, params.items())], {(self.name, self.id)}
+        )
+
+    def __repr__(self) -> str:
+        return f"<Field {self.packet_type!r} {self.name!r} {dict.__repr__(self)}>"
+
+
+class _AsyncFields:
+    """Async iteration over :meth:`recv` until the connection closes."""
+
+    __slots__ = ()
+
+    async def recv(self) -> Field:
+        raise NotImplementedError
+
+    def __aiter__(self) -> _AsyncFields:
+        return self
+
+    async def __anext__(self) -> Field:
+        try:
+            return await self.recv()
+        except ConnectionClosed:
+            raise StopAsyncIteration from None
+
+
+class Response(_AsyncFields):
+    """
+    A response to a NCP packet, returned by :meth:`Connection.send`, :meth:`Connection.send_packet`
+    and :meth:`Field.send`.
+
+    Gives access to the fields received in reply to the sent packet: those that repeat its packet
+    type and one of its (field name, field id) pairs. Other fields received meanwhile are dropped.
+
+    Responses can be used as async iterators to loop over each incoming :class:`Field`::
+
+        async for field in response:
+            pass
+
+    The loop only ends when the underlying connection closes.
+    """
+
+    __slots__ = ("_connection", "_expected_fields", "_packet_type")
+
+    def __init__(
+        self, connection: Connection, packet_type: str, expected_fields: set[tuple[str, int]]
+    ) -> None:
+        self._connection = connection
+        self._packet_type = packet_type
+        self._expected_fields = expected_fields
+
+    async def recv(self) -> Field:
+        """
+        Waits for the next :class:`Field` received in reply to the sent packet.
+
+        :raises ncplib.NCPError: if a field could not be retrieved from the connection.
+        :returns: The next :class:`Field` received.
+        """
+        recv = self._connection.recv
+        packet_type = self._packet_type
+        expected = self._expected_fields
+        while True:
+            field = await recv()
+            if field.packet_type == packet_type and (field.name, field.id) in expected:
+                return field
+
+    async def recv_field(self, field_name: str) -> Field:
+        """
+        Waits for the next matching :class:`Field` received in reply to the sent packet.
+
+        :param str field_name: The field name, a valid identifier.
+        :raises ncplib.NCPError: if a field could not be retrieved from the connection.
+        :returns: The next :class:`Field` received.
+        """
+        while True:
+            field = await self.recv()
+            if field.name == field_name:
+                return field
+
+
+class Connection(_AsyncFields):
+    """
+    A connection between a NCP client and a NCP server.
+
+    Connections can be used as async iterators to loop over each incoming :class:`Field` (the
+    loop ends when the connection closes)::
+
+        async for field in connection:
+            pass
+
+    Connections can also be used as async context managers that close the connection on exit::
+
+        async with connection:
+            pass
+
+    :param protocol: The protocol carrying the connection.
+    :param logging.Logger logger: The logger for the connection's messages.
+    :param str remote_hostname: The identifying hostname for the remote end.
+    :param int timeout: Seconds of silence from the peer after which :meth:`recv` raises
+        :exc:`ncplib.NetworkTimeoutError`; also bounds closing.
+    :param bool auto_erro: Raise :exc:`ncplib.CommandError` for received fields with ``ERRO``.
+    :param bool auto_warn: Issue :exc:`ncplib.CommandWarning` for received fields with ``WARN``.
+    :param bool auto_ackn: Skip received fields with ``ACKN``.
+
+    .. attribute:: logger
+
+        The :class:`logging.Logger` used by this connection.
+
+    .. attribute:: remote_hostname
+
+        The identifying hostname for the remote end of the connection.
+    """
+
+    def __init__(
+        self,
+        protocol: NCPProtocol,
+        *,
+        logger: logging.Logger,
+        remote_hostname: str,
+        timeout: int,
+        auto_erro: bool = False,
+        auto_warn: bool = False,
+        auto_ackn: bool = False,
+    ) -> None:
+        self.logger = logger
+        self.remote_hostname = remote_hostname
+        self._protocol = protocol
+        self._loop = asyncio.get_running_loop()
+        self._timeout = timeout
+        self._fields: deque[Field] = deque()
+        self._auto_erro = auto_erro
+        self._auto_warn = auto_warn
+        self._auto_ackn = auto_ackn
+        self._filtered = auto_erro or auto_warn or auto_ackn
+        self._closing = False
+        self._last_sent = self._loop.time()
+        self._keepalive_handle: asyncio.TimerHandle | None = None
+        self._keepalive_interval = 0
+        self._keepalive_postpone = True
+        self._disconnect_logged = False
+        protocol.on_lost = self._on_lost
+
+    @property
+    def transport(self) -> asyncio.WriteTransport:
+        """The :class:`asyncio.WriteTransport` used by this connection."""
+        transport = self._protocol.transport
+        assert transport is not None
+        return transport
+
+    # Receiving.
+
+    async def recv(self) -> Field:
+        """
+        Waits for the next :class:`Field` received by the connection.
+
+        :raises ncplib.ConnectionClosed: if the connection is closed (also after :meth:`close`).
+        :raises ncplib.NetworkError: if the connection was lost.
+        :raises ncplib.NetworkTimeoutError: if nothing was received for the connection's timeout.
+        :raises ncplib.DecodeError: if a malformed or oversized packet arrived; the connection is
+            then closed.
+        :raises ncplib.CommandError: on a client connection, for a field holding an ``ERRO`` param
+            (unless ``auto_erro`` was switched off in :func:`ncplib.connect`).
+        :returns: The next :class:`Field` received.
+        """
+        fields = self._fields
+        protocol = self._protocol
+        while True:
+            if self._closing:
+                raise ConnectionClosed("Connection closed")
+            if fields:
+                field = fields.popleft()
+                if self._filtered and self._skip(field):
+                    continue
+                return field
+            packet = protocol.next_packet()
+            if packet is None:
+                protocol.raise_if_broken()
+                await protocol.wait_data(self._timeout)
+                continue
+            packet_type, packet_id, timestamp, _info, packet_fields = packet
+            debug = self.logger.isEnabledFor(logging.DEBUG)
+            if debug:
+                self.logger.debug("Received packet %s from %s over NCP", packet_type, self.remote_hostname)
+            for name, field_id, params in packet_fields:
+                if debug:
+                    self.logger.debug(
+                        "Received field %s %s from %s over NCP", packet_type, name, self.remote_hostname
+                    )
+                fields.append(Field(self, packet_type, packet_id, timestamp, name, field_id, params))
+
+    def _skip(self, field: Field) -> bool:
+        if self._auto_erro and "ERRO" in field:
+            code: Any = field.get("ERRC")
+            raise CommandError(field, field["ERRO"], code)
+        if self._auto_warn and "WARN" in field:
+            warn_code: Any = field.get("WARC")
+            warnings.warn(CommandWarning(field, field["WARN"], warn_code), stacklevel=4)
+        return self._auto_ackn and "ACKN" in field
+
+    async def recv_field(self, packet_type: str, field_name: str) -> Field:
+        """
+        Waits for the next matching :class:`Field` received by the connection; others are dropped.
+
+        :param str packet_type: The packet type, a valid identifier.
+        :param str field_name: The field name, a valid identifier.
+        :raises ncplib.NCPError: if a field could not be retrieved from the connection (see
+            :meth:`recv`).
+        :returns: The next matching :class:`Field` received.
+        """
+        while True:
+            field = await self.recv()
+            if field.packet_type == packet_type and field.name == field_name:
+                return field
+
+    # Sending.
+
+    def _send_packet(
+        self,
+        packet_type: str,
+        fields: Sequence[tuple[str, int, Iterable[tuple[str, Any]]]],
+        expected: set[tuple[str, int]],
+    ) -> Response:
+        buffers = encode_packet_buffers(packet_type, 1, datetime.now(_UTC), _INFO, fields)
+        if self._closing or not self._protocol.write_buffers(buffers):
+            self.logger.debug(
+                "Dropped packet %s to %s: connection closing", packet_type, self.remote_hostname
+            )
+        else:
+            self._last_sent = self._loop.time()
+            if self.logger.isEnabledFor(logging.DEBUG):
+                self.logger.debug("Sent packet %s to %s over NCP", packet_type, self.remote_hostname)
+                for name, _, _ in fields:
+                    self.logger.debug(
+                        "Sent field %s %s to %s over NCP", packet_type, name, self.remote_hostname
+                    )
+        return Response(self, packet_type, expected)
+
+    def send_packet(self, packet_type: str, **fields: Mapping[str, Param]) -> Response:
+        """
+        Sends a NCP packet containing multiple NCP fields.
+
+        Prefer :meth:`send` unless you need several fields in one packet.
+
+        :param str packet_type: The packet type, a valid identifier.
+        :param \\**fields: Keyword arguments, one per field: the field name mapped to a :class:`dict`
+            of parameter names and values.
+        :raises ValueError: if any of the packet, field or parameter names were not a valid
+            identifier, or any of the parameter values were invalid.
+        :raises TypeError: if any of the parameter values were not one of the supported value types.
+        :returns: A :class:`Response` giving access to any :class:`Field` received in reply.
+        """
+        encoded = [(name, _next_field_id(), params.items()) for name, params in fields.items()]
+        return self._send_packet(packet_type, encoded, {(name, field_id) for name, field_id, _ in encoded})
+
+    def send(self, packet_type: str, field_name: str, **params: Param) -> Response:
+        """
+        Sends a NCP packet containing a single NCP field.
+
+        This is a plain method: the packet is queued on the transport at once. Await
+        :meth:`drain` to respect the peer's reading speed when sending a lot.
+
+        :param str packet_type: The packet type, a valid identifier.
+        :param str field_name: The field name, a valid identifier.
+        :param \\**params: Keyword arguments, one per NCP parameter. Each parameter name should be a
+            valid identifier, and each parameter value one of the supported value types.
+        :raises ValueError: if any of the packet, field or parameter names were not a valid
+            identifier, or any of the parameter values were invalid.
+        :raises TypeError: if any of the parameter values were not one of the supported value types.
+        :returns: A :class:`Response` giving access to any :class:`Field` received in reply.
+        """
+        field_id = _next_field_id()
+        return self._send_packet(
+            packet_type, [(field_name, field_id, params.items())], {(field_name, field_id)}
+        )
+
+    async def drain(self) -> None:
+        """
+        Waits until the transport's write buffer is below its high-water mark.
+
+        Use it after :meth:`send` in a loop that sends a lot, so memory stays bounded when the
+        peer reads slowly. Returns at once when the buffer is not full.
+
+        :raises ncplib.ConnectionClosed: if the connection is closed.
+        :raises ncplib.NetworkError: if the connection was lost.
+        :raises ncplib.DecodeError: if the connection was closed because of a malformed packet.
+        """
+        if self._closing:
+            raise ConnectionClosed("Connection closed")
+        await self._protocol.drain()
+
+    # Negotiation.
+
+    def _set_timeout(self, timeout: int) -> None:
+        """Sets the seconds of silence after which :meth:`recv` times out."""
+        self._timeout = timeout
+
+    # Keep-alive.
+
+    def _start_keepalive(self, negotiated_timeout: int) -> None:
+        """Starts sending keep-alive packets for a negotiated timeout (0: a legacy peer)."""
+        self._keepalive_interval = keepalive_interval(negotiated_timeout)
+        self._keepalive_postpone = negotiated_timeout > 0
+        if self._keepalive_handle is not None:
+            self._keepalive_handle.cancel()
+        if not self.is_closing():
+            self._keepalive_handle = self._loop.call_at(
+                self._loop.time() + self._keepalive_interval, self._on_keepalive
+            )
+
+    def _on_keepalive(self) -> None:
+        self._keepalive_handle = None
+        if self.is_closing():
+            return
+        loop = self._loop
+        now = loop.time()
+        if self._keepalive_postpone:
+            due = self._last_sent + self._keepalive_interval
+            if due > now + 0.01:
+                self._keepalive_handle = loop.call_at(due, self._on_keepalive)
+                return
+        if self._protocol.write_buffers([encode_packet("LINK", 0, datetime.now(_UTC), _INFO, ())]):
+            self._last_sent = now
+        self._keepalive_handle = loop.call_at(now + self._keepalive_interval, self._on_keepalive)
+
+    def _stop_keepalive(self) -> None:
+        if self._keepalive_handle is not None:
+            self._keepalive_handle.cancel()
+            self._keepalive_handle = None
+
+    # Closing.
+
+    def _on_lost(self) -> None:
+        self._stop_keepalive()
+        if not self._disconnect_logged:
+            self._disconnect_logged = True
+            self.logger.info("Disconnected from %s over NCP", self.remote_hostname)
+
+    def is_closing(self) -> bool:
+        """
+        Returns :data:`True` if the connection is closing (or closed).
+
+        A closing connection should not be written to: packets sent to it are dropped.
+        """
+        return self._closing or self._protocol.is_closing()
+
+    def close(self) -> None:
+        """
+        Closes the connection. Packets already sent are flushed first.
+
+        Using the connection as an async context manager closes it on exit.
+        """
+        if not self._closing:
+            self._closing = True
+            self._stop_keepalive()
+            self._protocol.close()
+
+    async def wait_closed(self) -> None:
+        """
+        Waits for the connection to finish closing, at most the connection's timeout (then the
+        transport is aborted).
+
+        Using the connection as an async context manager waits on exit.
+        """
+        await self._protocol.wait_closed(self._timeout)
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+        await self.wait_closed()

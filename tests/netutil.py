@@ -1,0 +1,171 @@
+"""
+Helpers for tests that use real sockets (always on 127.0.0.1, port 0).
+
+- :func:`run` runs a coroutine function on a fresh event loop (the default one or uvloop) in
+  debug mode, like :func:`asyncio.run`, and fails the test if the run left tasks behind or
+  produced any asyncio noise (see :func:`no_asyncio_noise`).
+- :func:`no_asyncio_noise` is a context manager that collects "Exception in callback", "Task was
+  destroyed but it is pending", "Event loop is closed", unclosed-transport ``ResourceWarning``
+  and never-retrieved exceptions, whether they are logged by asyncio or reported as unraisable
+  exceptions, and fails if there were any.
+- :func:`serving` is an async context manager running :func:`ncplib.start_server` on a free
+  port of 127.0.0.1; it yields ``(server, port)`` and closes the server on exit.
+- :data:`LOOPS` names the event loops to parametrize over: ``"asyncio"`` and, when installed,
+  ``"uvloop"``.
+
+Typical use::
+
+    @pytest.mark.parametrize("loop", LOOPS)
+    def test_something(loop):
+        async def main():
+            async with serving(handler) as (server, port):
+                async with await ncplib.connect("127.0.0.1", port) as connection:
+                    ...
+        run(main, loop=loop)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import sys
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import ncplib
+
+__all__ = ["LOOPS", "new_loop", "run", "no_asyncio_noise", "serving", "AsyncioNoise"]
+
+T = TypeVar("T")
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover
+    uvloop = None
+
+#: Event loop names to parametrize network tests over.
+LOOPS = ["asyncio"] + (["uvloop"] if uvloop is not None else [])
+
+_NOISE = (
+    "Exception in callback",
+    "Task was destroyed but it is pending",
+    "Event loop is closed",
+    "unclosed",
+    "exception was never retrieved",
+    "Fatal error on",
+    "Unhandled error in exception handler",
+)
+
+
+class AsyncioNoise(logging.Handler):
+    """Collects asyncio log records and unraisable exceptions that signal a sloppy life cycle."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.problems: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.levelno >= logging.ERROR or any(n in message for n in _NOISE):
+            self.problems.append(f"asyncio log: {message}")
+
+    def unraisable(self, info: Any) -> None:
+        self.problems.append(f"unraisable: {info.exc_type.__name__}: {info.exc_value} in {info.object!r}")
+
+    def warning(self, message: Any, *args: Any, **kwargs: Any) -> None:
+        text = str(message)
+        if isinstance(message, ResourceWarning) or any(n in text for n in _NOISE):
+            self.problems.append(f"warning: {text}")
+
+
+@contextlib.contextmanager
+def no_asyncio_noise() -> Iterator[AsyncioNoise]:
+    """
+    Fails (AssertionError) if asyncio complained while the block ran.
+
+    Runs a garbage collection at the end so that leaked transports are finalized inside the block.
+    """
+    collector = AsyncioNoise()
+    asyncio_logger = logging.getLogger("asyncio")
+    asyncio_logger.addHandler(collector)
+    old_level = asyncio_logger.level
+    asyncio_logger.setLevel(logging.DEBUG)
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = collector.unraisable
+    old_showwarning = warnings.showwarning
+    warnings.showwarning = collector.warning
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", ResourceWarning)
+            warnings.showwarning = collector.warning
+            yield collector
+            gc.collect()
+    finally:
+        warnings.showwarning = old_showwarning
+        sys.unraisablehook = old_hook
+        asyncio_logger.removeHandler(collector)
+        asyncio_logger.setLevel(old_level)
+    assert not collector.problems, "\n".join(collector.problems)
+
+
+def new_loop(loop: str = "asyncio") -> asyncio.AbstractEventLoop:
+    """A new event loop of the named kind, in debug mode."""
+    if loop == "uvloop":
+        assert uvloop is not None
+        event_loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    else:
+        event_loop = asyncio.new_event_loop()
+    event_loop.set_debug(True)
+    # Debug mode warns about slow callbacks; a busy test machine is not a bug.
+    event_loop.slow_callback_duration = 10.0
+    return event_loop
+
+
+def run(main: Callable[[], Awaitable[T]], *, loop: str = "asyncio", timeout: float = 60.0) -> T:
+    """
+    Runs ``main()`` on a new event loop like :func:`asyncio.run`, within :func:`no_asyncio_noise`.
+
+    Fails if ``main`` takes longer than ``timeout`` seconds, or leaves tasks running.
+    """
+    with no_asyncio_noise():
+        event_loop = new_loop(loop)
+        try:
+
+            async def guarded() -> T:
+                return await asyncio.wait_for(main(), timeout)  # type: ignore[arg-type]
+
+            result = event_loop.run_until_complete(guarded())
+            # Let pending callbacks (connection_lost and the like) run.
+            event_loop.run_until_complete(asyncio.sleep(0.01))
+            leftover = [t for t in asyncio.all_tasks(event_loop) if not t.done()]
+            for task in leftover:
+                task.cancel()
+            if leftover:
+                event_loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+            assert not leftover, f"tasks left behind: {leftover}"
+            event_loop.run_until_complete(event_loop.shutdown_asyncgens())
+        finally:
+            event_loop.close()
+    return result
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    handler: Callable[[ncplib.Connection], Awaitable[None]], **kwargs: Any
+) -> AsyncIterator[tuple[asyncio.AbstractServer, int]]:
+    """
+    Runs :func:`ncplib.start_server` with ``handler`` on 127.0.0.1, port 0.
+
+    Keyword arguments go to :func:`ncplib.start_server`. Yields ``(server, port)``; on exit the
+    server is closed and waited for (which also ends its connections).
+    """
+    server = await ncplib.start_server(handler, "127.0.0.1", 0, **kwargs)
+    try:
+        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        yield server, port
+    finally:
+        server.close()
+        await server.wait_closed()
