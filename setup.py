@@ -56,6 +56,8 @@ class OptionalBuildExt(build_ext):
     """Builds the extension if it can; otherwise warns and leaves it out."""
 
     def run(self) -> None:
+        if _skipped:  # already failed in this process: do not try again (bdist_wheel runs us twice)
+            return
         try:
             super().run()
         except Exception as ex:

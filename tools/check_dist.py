@@ -30,6 +30,7 @@ import argparse
 import importlib.machinery
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -112,7 +113,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 def run(cmd: Sequence[str | Path], *, cwd: Path, env: dict[str, str], timeout: int) -> str:
     """Runs a command, echoing its output; raises :class:`CheckFailed` if it fails."""
     args = [str(c) for c in cmd]
-    log("$ " + " ".join(args))
+    log("$ " + shlex.join(args).replace("\n", " "))
     started = time.monotonic()
     try:
         result = subprocess.run(
@@ -218,10 +219,10 @@ def venv_python(env_dir: Path) -> Path:
     return env_dir / "bin" / "python"
 
 
-PROBE = """
-import json, ncplib, ncplib.codec
-print(json.dumps({"file": ncplib.__file__, "implementation": ncplib.codec.implementation()}))
-"""
+PROBE = (
+    "import json, ncplib, ncplib.codec; "
+    'print(json.dumps({"file": ncplib.__file__, "implementation": ncplib.codec.implementation()}))'
+)
 
 
 def install_and_test(
