@@ -18,7 +18,6 @@ import array
 import sys
 import warnings
 from datetime import datetime as _py_datetime
-from datetime import timedelta as _py_timedelta
 from datetime import timezone as _py_timezone
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
@@ -40,9 +39,9 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8
 from cpython cimport array as carray
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memchr, memcmp, memcpy, memset
+from libc.string cimport memchr, memcpy, memset
 
 from ncplib import _wire as w
 from ncplib.errors import DecodeError, DecodeWarning
@@ -293,7 +292,8 @@ cdef int64_t _encode_i32(object name, object value) except? -1:
     return v
 
 
-cdef uint64_t _encode_unsigned(object name, object value, uint64_t limit, str ncp_type) except? 0xFFFFFFFFFFFFFFFF:
+cdef uint64_t _encode_unsigned(object name, object value, uint64_t limit,
+                               str ncp_type) except? 0xFFFFFFFFFFFFFFFF:
     cdef unsigned long long v
     try:
         v = PyLong_AsUnsignedLongLong(value)
@@ -391,9 +391,11 @@ cdef Py_ssize_t _put_string(Scratch* s, uint32_t name_word, object name, object 
 
 
 cdef int64_t _timestamp_seconds(object timestamp) except? -1:
+    cdef int64_t days
     if type(timestamp) is _py_datetime_type and datetime_tzinfo(timestamp) is _UTC:
+        days = _days_from_civil(datetime_year(timestamp), datetime_month(timestamp), datetime_day(timestamp))
         return (
-            _days_from_civil(datetime_year(timestamp), datetime_month(timestamp), datetime_day(timestamp)) * 86400
+            days * 86400
             + datetime_hour(timestamp) * 3600
             + datetime_minute(timestamp) * 60
             + datetime_second(timestamp)
@@ -408,7 +410,6 @@ cdef int _put_header(Scratch* s, object packet_type, object packet_id, object ti
                      int64_t packet_size) except -1:
     cdef uint32_t type_word = _encode_identifier(packet_type, "packet type")
     cdef int64_t seconds
-    cdef const unsigned char* info_p
     cdef Py_ssize_t info_n
     cdef unsigned char* p
     if not isinstance(packet_id, int):
@@ -485,7 +486,7 @@ cdef object _encode(object packet_type, object packet_id, object timestamp, obje
                     continue
                 if isinstance(value, _u32):
                     _put_scalar32(
-                        &s, name_word, T_U32, <uint32_t>_encode_unsigned(param_name, value, 0xFFFFFFFFu, "u32")
+                        &s, name_word, T_U32, <uint32_t>_encode_unsigned(param_name, value, 0xFFFFFFFF, "u32")
                     )
                     field_size += 12
                     continue
@@ -564,7 +565,7 @@ cdef object _encode(object packet_type, object packet_id, object timestamp, obje
         if as_buffers:
             pieces = []
             pos = 0
-            for off, data, size in bulk:
+            for off, data, _size in bulk:
                 pieces.append(PyBytes_FromStringAndSize(<char*>s.p + pos, off - pos))
                 pieces.append(data)
                 pos = off
@@ -713,10 +714,13 @@ cdef object _decode(const unsigned char* p, Py_ssize_t size, object source, bint
     if size < MIN_PACKET_SIZE:
         raise _DecodeError(f"Packet of {size} bytes is shorter than a header and footer")
     if not (p[0] == 0xDD and p[1] == 0xCC and p[2] == 0xBB and p[3] == 0xAA):
-        raise _DecodeError(f"Invalid packet header magic {PyBytes_FromStringAndSize(<const char*>p, 4).hex()}")
+        magic = PyBytes_FromStringAndSize(<const char*>p, 4)
+        raise _DecodeError(f"Invalid packet header magic {magic.hex()}")
     size_words = _le32(p + 8)
     if <uint64_t>size_words * 4 != <uint64_t>size:
-        raise _DecodeError(f"Packet header gives {<uint64_t>size_words * 4} bytes, but the packet is {size} bytes")
+        raise _DecodeError(
+            f"Packet header gives {<uint64_t>size_words * 4} bytes, but the packet is {size} bytes"
+        )
     if not (p[size - 4] == 0xAA and p[size - 3] == 0xBB and p[size - 2] == 0xCC and p[size - 1] == 0xDD):
         raise _DecodeError(
             f"Invalid packet footer magic {PyBytes_FromStringAndSize(<const char*>p + size - 4, 4).hex()}"
@@ -759,7 +763,9 @@ cdef object _decode(const unsigned char* p, Py_ssize_t size, object source, bint
                 raise _DecodeError(f"Param at byte {pos} has invalid size {param_size}")
             param_end = pos + param_size
             if param_end > field_end:
-                raise _DecodeError(f"Param at byte {pos} overflows its field by {param_end - field_end} bytes")
+                raise _DecodeError(
+                    f"Param at byte {pos} overflows its field by {param_end - field_end} bytes"
+                )
             type_id = param_word >> 24
             name = _decode_identifier(p + pos)
             data_start = pos + PARAM_HEADER_SIZE
@@ -827,6 +833,7 @@ def decode_packet(buf, use_numpy=False):
     :raises TypeError: if ``buf`` is not a bytes-like object.
     """
     cdef Py_buffer view
+    cdef const unsigned char* p
     cdef bint numpy_mode = bool(use_numpy)
     if PyBytes_CheckExact(buf):
         return _decode(<const unsigned char*>PyBytes_AS_STRING(buf), PyBytes_GET_SIZE(buf), buf, numpy_mode)
@@ -839,7 +846,8 @@ def decode_packet(buf, use_numpy=False):
         except TypeError:
             raise TypeError(f"a bytes-like object is required, not {type(buf).__name__}") from None
         copy = mv.tobytes()
-        return _decode(<const unsigned char*>PyBytes_AS_STRING(copy), PyBytes_GET_SIZE(copy), copy, numpy_mode)
+        p = <const unsigned char*>PyBytes_AS_STRING(copy)
+        return _decode(p, PyBytes_GET_SIZE(copy), copy, numpy_mode)
     try:
         return _decode(<const unsigned char*>view.buf, view.len, buf, numpy_mode)
     finally:

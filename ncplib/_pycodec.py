@@ -24,7 +24,7 @@ __all__ = ["encode_packet", "encode_packet_buffers", "decode_packet"]
 _PACKET_HEADER = Struct("<4s4sIIIII4s")
 _FIELD_HEADER = Struct("<4sII")
 _PARAM_HEADER = Struct("<4sI")
-_FOOTER_CHECK = Struct("<4s")
+_I32_PARAM = Struct("<4sIi")
 _I32 = Struct("<i")
 _U32 = Struct("<I")
 _I64 = Struct("<q")
@@ -35,6 +35,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _EMBEDDED_FOOTER = w.PACKET_FOOTER
 _PADDING = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
 _IDENTIFIER_CACHE: dict[str, bytes] = {}
+_MAX_PARAM_SIZE = w.MAX_FIELD_WORDS * 4
+# Values at least this large are handed on as they are, not joined with their header.
+_BULK_MIN = 512
+_Data = bytes | bytearray | memoryview
 
 
 # Encoding.
@@ -46,9 +50,7 @@ def _encode_identifier(value: object, what: str) -> bytes:
     except (KeyError, TypeError):
         pass
     if not isinstance(value, str) or w.IDENTIFIER_RE.match(value) is None:
-        raise ValueError(
-            f"Invalid {what} {value!r}: must be 1 to 4 characters of A-Z, 0-9 or space"
-        )
+        raise ValueError(f"Invalid {what} {value!r}: must be 1 to 4 characters of A-Z, 0-9 or space")
     encoded = value.encode("ascii").ljust(4, b"\x00")
     if len(_IDENTIFIER_CACHE) < 4096:
         _IDENTIFIER_CACHE[value] = encoded
@@ -62,20 +64,18 @@ def _pack_int(packer: Struct, value: int, ncp_type: str, name: str) -> bytes:
         raise ValueError(f"Param {name!r}: {value!r} is out of range for NCP {ncp_type}") from None
 
 
-def _encode_array_data(value: array.array[Any], name: str) -> tuple[int, bytes | memoryview]:
+def _encode_array_data(value: array.array[Any], name: str) -> tuple[int, _Data]:
     try:
         type_id = w.TYPECODE_TO_TYPE[value.typecode]
     except KeyError:
-        raise TypeError(
-            f"Param {name!r}: array typecode {value.typecode!r} has no NCP data type"
-        ) from None
+        raise TypeError(f"Param {name!r}: array typecode {value.typecode!r} has no NCP data type") from None
     if w.BIG_ENDIAN_HOST and value.itemsize > 1:  # pragma: no cover
         value = array.array(value.typecode, value)
         value.byteswap()
     return type_id, memoryview(value).cast("B")
 
 
-def _encode_numpy_data(value: Any, name: str) -> tuple[int, bytes | memoryview]:
+def _encode_numpy_data(value: Any, name: str) -> tuple[int, _Data]:
     dtype = value.dtype
     type_id = w.DTYPE_TO_TYPE.get((dtype.kind, dtype.itemsize))
     if type_id is None:
@@ -87,7 +87,7 @@ def _encode_numpy_data(value: Any, name: str) -> tuple[int, bytes | memoryview]:
     return type_id, memoryview(value).cast("B")
 
 
-def _encode_value(name: str, value: object) -> tuple[int, bytes | memoryview]:
+def _encode_value(name: str, value: object) -> tuple[int, _Data]:
     """Return the type id and the unpadded value bytes of one param value."""
     # Order matters: bool and the wrappers are subclasses of int and float.
     cls = type(value)
@@ -97,6 +97,11 @@ def _encode_value(name: str, value: object) -> tuple[int, bytes | memoryview]:
         return w.TYPE_STRING, _encode_string(name, value)  # type: ignore[arg-type]
     if cls is float:
         return w.TYPE_F32, _encode_f32(name, value)  # type: ignore[arg-type]
+    # Exact types that are none of the wrappers: tested first only to save time.
+    if cls is array.array:
+        return _encode_array_data(value, name)  # type: ignore[arg-type]
+    if cls is bytes:
+        return w.TYPE_RAW, value  # type: ignore[return-value]
     if isinstance(value, u32):
         return w.TYPE_U32, _pack_int(_U32, value, "u32", name)
     if isinstance(value, i64):
@@ -139,36 +144,54 @@ def _encode_f32(name: str, value: float) -> bytes:
         raise ValueError(f"Param {name!r}: {value!r} is out of range for NCP f32") from None
 
 
-def encode_packet_buffers(
+def _encode(
     packet_type: str,
     packet_id: int,
     timestamp: datetime,
     info: bytes,
     fields: Any,
 ) -> list[bytes | memoryview]:
-    """Encode a packet as a list of buffers; see :func:`ncplib.packets.encode_packet_buffers`."""
+    # The hot loop avoids per-param function calls for the common types: the identifier cache
+    # is read inline, and an i32 param is packed whole (header and value) by one Struct.
     out: list[bytes | memoryview] = [b""]
     append = out.append
+    ids = _IDENTIFIER_CACHE
+    pack_i32_param = _I32_PARAM.pack
+    pack_param_header = _PARAM_HEADER.pack
     packet_size = w.PACKET_HEADER_SIZE + w.PACKET_FOOTER_SIZE
     for field_name, field_id, params in fields:
         field_header_index = len(out)
         append(b"")
         field_size = w.FIELD_HEADER_SIZE
         for param_name, value in params:
-            name_bytes = _encode_identifier(param_name, "param name")
+            try:
+                name_bytes = ids[param_name]
+            except (KeyError, TypeError):
+                name_bytes = _encode_identifier(param_name, "param name")
+            cls = type(value)
+            if cls is int or cls is bool:
+                try:
+                    append(pack_i32_param(name_bytes, 3, value))
+                except StructError:
+                    raise ValueError(f"Param {param_name!r}: {value!r} is out of range for NCP i32") from None
+                field_size += 12
+                continue
             type_id, data = _encode_value(param_name, value)
             data_size = len(data)
             padding = _PADDING[data_size & 3]
             param_size = w.PARAM_HEADER_SIZE + data_size + len(padding)
-            if param_size >> 2 > w.MAX_FIELD_WORDS:
+            if param_size > _MAX_PARAM_SIZE:
                 raise ValueError(f"Param {param_name!r}: value of {data_size} bytes is too large")
-            append(name_bytes + _U32.pack((param_size >> 2) | (type_id << 24)))
-            if data_size:
-                append(data)
-            if padding:
-                append(padding)
+            header = pack_param_header(name_bytes, (param_size >> 2) | (type_id << 24))
+            if data_size < _BULK_MIN:
+                append(header + data + padding)
+            else:
+                append(header)
+                append(memoryview(data) if isinstance(data, bytearray) else data)
+                if padding:
+                    append(padding)
             field_size += param_size
-        if field_size >> 2 > w.MAX_FIELD_WORDS:
+        if field_size > _MAX_PARAM_SIZE:
             raise ValueError(f"Field {field_name!r}: {field_size} bytes is too large")
         out[field_header_index] = _encode_identifier(field_name, "field name") + _pack_field_tail(
             field_size >> 2, field_id, field_name
@@ -177,6 +200,17 @@ def encode_packet_buffers(
     out[0] = _encode_header(packet_type, packet_id, timestamp, info, packet_size)
     append(w.PACKET_FOOTER)
     return out
+
+
+def encode_packet_buffers(
+    packet_type: str,
+    packet_id: int,
+    timestamp: datetime,
+    info: bytes,
+    fields: Any,
+) -> list[bytes | memoryview]:
+    """Encode a packet as a list of buffers; see :func:`ncplib.packets.encode_packet_buffers`."""
+    return _encode(packet_type, packet_id, timestamp, info, fields)
 
 
 def _pack_field_tail(size_words: int, field_id: int, field_name: str) -> bytes:
@@ -232,18 +266,23 @@ def encode_packet(
     fields: Any,
 ) -> bytes:
     """Encode a packet as bytes; see :func:`ncplib.packets.encode_packet`."""
-    return b"".join(encode_packet_buffers(packet_type, packet_id, timestamp, info, fields))
+    return b"".join(_encode(packet_type, packet_id, timestamp, info, fields))
 
 
 # Decoding.
 
 
+_DECODED_IDENTIFIERS: dict[bytes, str] = {}
+
+
 def _decode_identifier(raw: bytes) -> str:
-    return raw.rstrip(b"\x00 ").decode("latin-1")
+    name = raw.rstrip(b"\x00 ").decode("latin-1")
+    if len(_DECODED_IDENTIFIERS) < 4096:
+        _DECODED_IDENTIFIERS[raw] = name
+    return name
 
 
-def _decode_string(data: memoryview) -> str:
-    raw = bytes(data)
+def _decode_string(raw: bytes) -> str:
     end = raw.find(b"\x00")
     if end != -1:
         raw = raw[:end]
@@ -255,22 +294,26 @@ def _decode_string(data: memoryview) -> str:
 
 
 _SCALARS: dict[int, tuple[Struct, Any]] = {
-    w.TYPE_I32: (_I32, None),
     w.TYPE_U32: (_U32, u32),
     w.TYPE_I64: (_I64, i64),
     w.TYPE_U64: (_U64, u64),
     w.TYPE_F32: (_F32, None),
     w.TYPE_F64: (_F64, f64),
 }
+# The embedded footer some nodes write where a param header belongs, as a param header.
+_EMBEDDED_FOOTER_NAME = b"\x00\x00\x00\x00"
+_EMBEDDED_FOOTER_WORD = 0xDDCCBBAA
 
 
-def _decode_data(type_id: int, data: memoryview, use_numpy: bool, name: str) -> Any:
+def _decode_data(type_id: int, data: memoryview | bytes, use_numpy: bool, name: str) -> Any:
     typecode, dtype, itemsize = w.DATA_TYPES[type_id]
     size = len(data)
     if size % itemsize:
         warnings.warn(
-            DecodeWarning(f"Param {name!r}: {size} bytes is not a whole number of {itemsize}-byte items; "
-                          "the last partial item is dropped"),
+            DecodeWarning(
+                f"Param {name!r}: {size} bytes is not a whole number of {itemsize}-byte items; "
+                "the last partial item is dropped"
+            ),
             stacklevel=3,
         )
         size -= size % itemsize
@@ -286,34 +329,59 @@ def _decode_data(type_id: int, data: memoryview, use_numpy: bool, name: str) -> 
     return value
 
 
+_last_timestamp_key = (-1, -1)
+_last_timestamp = _EPOCH
+
+
+def _decode_timestamp(seconds: int, micros: int) -> datetime:
+    global _last_timestamp_key, _last_timestamp
+    key = (seconds, micros)
+    if key != _last_timestamp_key:
+        # Assigned together, so that a reader in another thread never pairs a key with the
+        # wrong datetime.
+        _last_timestamp_key, _last_timestamp = key, _EPOCH + timedelta(seconds=seconds, microseconds=micros)
+    return _last_timestamp
+
+
 def decode_packet(buf: Any, use_numpy: bool = False) -> tuple[str, int, datetime, bytes, list[Any]]:
     """Decode one packet; see :func:`ncplib.packets.decode_packet`."""
-    try:
-        view = memoryview(buf)
-    except TypeError:
-        raise TypeError(f"a bytes-like object is required, not {type(buf).__name__}") from None
-    if view.ndim != 1 or view.itemsize != 1:
-        view = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
-    if use_numpy:
-        view = view.toreadonly()
+    if type(buf) is bytes and not use_numpy:
+        # Slices of bytes are bytes: no memoryview needed.
+        view: Any = buf
+    else:
+        try:
+            view = memoryview(buf)
+        except TypeError:
+            raise TypeError(f"a bytes-like object is required, not {type(buf).__name__}") from None
+        if not view.c_contiguous:
+            view = memoryview(view.tobytes())
+        elif view.ndim != 1 or view.itemsize != 1:
+            view = view.cast("B")
+        if use_numpy:
+            view = view.toreadonly()
     size = len(view)
     if size < w.MIN_PACKET_SIZE:
         raise DecodeError(f"Packet of {size} bytes is shorter than a header and footer")
-    (magic, type_raw, size_words, packet_id, _format_id, seconds, nanos, info) = _PACKET_HEADER.unpack_from(view, 0)
+    (magic, type_raw, size_words, packet_id, _format_id, seconds, nanos, info) = _PACKET_HEADER.unpack_from(
+        view, 0
+    )
     if magic != w.PACKET_HEADER_MAGIC:
         raise DecodeError(f"Invalid packet header magic {bytes(magic).hex()}")
     if size_words * 4 != size:
         raise DecodeError(f"Packet header gives {size_words * 4} bytes, but the packet is {size} bytes")
-    if view[size - 4 : size] != w.PACKET_FOOTER_MAGIC:
-        raise DecodeError(f"Invalid packet footer magic {bytes(view[size - 4:]).hex()}")
+    footer = bytes(view[size - 4 : size])
+    if footer != w.PACKET_FOOTER_MAGIC:
+        raise DecodeError(f"Invalid packet footer magic {footer.hex()}")
     if nanos > 999_999_999:
         raise DecodeError(f"Invalid packet timestamp nanoseconds {nanos}")
-    timestamp = _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
+    timestamp = _decode_timestamp(seconds, nanos // 1000)
     fields = []
     end = size - w.PACKET_FOOTER_SIZE
     pos = w.PACKET_HEADER_SIZE
     unpack_field = _FIELD_HEADER.unpack_from
     unpack_param = _PARAM_HEADER.unpack_from
+    unpack_i32 = _I32.unpack_from
+    names = _DECODED_IDENTIFIERS
     while pos < end:
         if pos + w.FIELD_HEADER_SIZE > end:
             raise DecodeError(f"Field header at byte {pos} overruns the packet")
@@ -324,16 +392,17 @@ def decode_packet(buf: Any, use_numpy: bool = False) -> tuple[str, int, datetime
         field_end = pos + field_size
         if field_end > end:
             raise DecodeError(f"Field at byte {pos} overflows the packet by {field_end - end} bytes")
-        params = []
+        params: list[tuple[str, Any]] = []
+        append = params.append
         pos += w.FIELD_HEADER_SIZE
         while pos < field_end:
             if pos + w.PARAM_HEADER_SIZE > field_end:
                 raise DecodeError(f"Param header at byte {pos} overruns its field")
-            if view[pos : pos + 8] == _EMBEDDED_FOOTER:
+            param_name_raw, param_word = unpack_param(view, pos)
+            if param_word == _EMBEDDED_FOOTER_WORD and param_name_raw == _EMBEDDED_FOOTER_NAME:
                 warnings.warn(DecodeWarning(f"Skipped embedded packet footer at byte {pos}"), stacklevel=2)
                 pos += 8
                 continue
-            param_name_raw, param_word = unpack_param(view, pos)
             param_size = (param_word & 0xFFFFFF) * 4
             if param_size < w.PARAM_HEADER_SIZE:
                 raise DecodeError(f"Param at byte {pos} has invalid size {param_size}")
@@ -341,7 +410,15 @@ def decode_packet(buf: Any, use_numpy: bool = False) -> tuple[str, int, datetime
             if param_end > field_end:
                 raise DecodeError(f"Param at byte {pos} overflows its field by {param_end - field_end} bytes")
             type_id = param_word >> 24
-            name = _decode_identifier(param_name_raw)
+            name = names.get(param_name_raw)
+            if name is None:
+                name = _decode_identifier(param_name_raw)
+            if type_id == w.TYPE_I32:
+                if param_size < 12:
+                    raise DecodeError(f"Param {name!r} at byte {pos} is too short for its type")
+                append((name, unpack_i32(view, pos + 8)[0]))
+                pos = param_end
+                continue
             data_start = pos + w.PARAM_HEADER_SIZE
             scalar = _SCALARS.get(type_id)
             if scalar is not None:
@@ -352,18 +429,25 @@ def decode_packet(buf: Any, use_numpy: bool = False) -> tuple[str, int, datetime
                 if wrapper is not None:
                     value = wrapper(value)
             elif type_id == w.TYPE_STRING:
-                value = _decode_string(view[data_start:param_end])
+                value = _decode_string(bytes(view[data_start:param_end]))
             elif type_id == w.TYPE_RAW:
                 value = bytes(view[data_start:param_end])
             elif type_id in w.DATA_TYPES:
-                value = _decode_data(type_id, view[data_start:param_end], use_numpy, name)
+                # A memoryview slice: slicing bytes would copy the data once more.
+                value = _decode_data(type_id, memoryview(view)[data_start:param_end], use_numpy, name)
             else:
                 warnings.warn(
                     DecodeWarning(f"Param {name!r} has unsupported type id 0x{type_id:02x}; kept as bytes"),
                     stacklevel=2,
                 )
                 value = bytes(view[data_start:param_end])
-            params.append((name, value))
+            append((name, value))
             pos = param_end
-        fields.append((_decode_identifier(field_name_raw), field_id, params))
-    return (_decode_identifier(type_raw), packet_id, timestamp, bytes(info), fields)
+        field_name = names.get(field_name_raw)
+        if field_name is None:
+            field_name = _decode_identifier(field_name_raw)
+        fields.append((field_name, field_id, params))
+    packet_type = names.get(type_raw)
+    if packet_type is None:
+        packet_type = _decode_identifier(type_raw)
+    return (packet_type, packet_id, timestamp, info, fields)

@@ -22,7 +22,7 @@ def _load() -> tuple[ModuleType, Literal["compiled", "pure"]]:
 
         return _pycodec, "pure"
     try:
-        from ncplib import _codec  # type: ignore[attr-defined]
+        from ncplib import _codec
     except ImportError:
         from ncplib import _pycodec
 
