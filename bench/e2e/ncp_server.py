@@ -1,0 +1,79 @@
+"""
+Streaming NCP server for the end-to-end benchmark; runs with either library's interpreter.
+
+It imports whichever ``ncplib`` its interpreter has (ours or the reference 6.1.0) and uses only
+the API both share, plus ``Connection.drain()`` where the library has it. Without ``drain()`` it
+waits on the public ``transport`` write buffer instead, so neither server buffers without bound.
+
+Usage: ``python ncp_server.py``. Prints ``{"port": N}`` once listening on 127.0.0.1 and serves
+until its standard input closes. A client asks for a stream with packet ``DSPL`` field ``TIME``
+(large I/Q fields) or packet ``DSPC`` field ``SWEP`` (small fields), param ``COUN`` = how many.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import json
+import logging
+import sys
+import threading
+
+import ncplib
+
+LARGE_SAMPLES = 512 * 1024 // 2  # 512 KiB of i16 per field
+SMALL_BYTES = 256
+HIGH_WATER = 4 * 1024 * 1024
+
+
+async def _backpressure(connection: object) -> None:
+    drain = getattr(connection, "drain", None)
+    if drain is not None:
+        await drain()
+        return
+    transport = connection.transport  # type: ignore[attr-defined]
+    while transport.get_write_buffer_size() > HIGH_WATER and not transport.is_closing():
+        await asyncio.sleep(0.0005)
+
+
+async def stream(connection: object) -> None:
+    large = array.array("h", (((i * 7) % 65536) - 32768 for i in range(LARGE_SAMPLES)))
+    small = array.array("B", (i % 256 for i in range(SMALL_BYTES)))
+    async for field in connection:  # type: ignore[attr-defined]
+        count = int(field.get("COUN", 0))
+        if field.packet_type == "DSPL" and field.name == "TIME":
+            values, name = large, "DIQT"
+        elif field.packet_type == "DSPC" and field.name == "SWEP":
+            values, name = small, "PDAT"
+        else:
+            continue
+        field.send(ACKN=1)
+        # Small fields are written in bursts between waits, large ones one at a time.
+        burst = 1 if values is large else 64
+        for seq in range(count):
+            if connection.is_closing():  # type: ignore[attr-defined]
+                return
+            field.send(SEQN=seq, **{name: values})
+            if seq % burst == burst - 1:
+                await _backpressure(connection)
+        await _backpressure(connection)
+
+
+async def main() -> None:
+    server = await ncplib.start_server(stream, "127.0.0.1", 0, timeout=60)
+    print(json.dumps({"port": server.sockets[0].getsockname()[1]}), flush=True)
+    loop = asyncio.get_running_loop()
+    closed = asyncio.Event()
+
+    def wait_for_eof() -> None:
+        sys.stdin.read()
+        loop.call_soon_threadsafe(closed.set)
+
+    threading.Thread(target=wait_for_eof, daemon=True).start()
+    await closed.wait()
+    server.close()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    asyncio.run(main())
