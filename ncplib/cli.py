@@ -523,7 +523,7 @@ async def _run_stream(args: argparse.Namespace) -> int:
         except OSError as ex:
             raise UsageError(f"cannot write {args.save}: {ex.strerror}") from None
     status = _Status(sys.stderr, live=not args.quiet_status and sys.stderr.isatty())
-    interrupted = False
+    completed = False
     try:
         connection = await _connect(host, port, args.timeout)
         try:
@@ -551,18 +551,16 @@ async def _run_stream(args: argparse.Namespace) -> int:
                     print(json.dumps(field_to_json(field)))
                 elif not args.quiet:
                     print(format_field_line(field, status.fields))
+            completed = True
         except CommandError as ex:
             raise _command_error(ex) from None
-        except asyncio.CancelledError:
-            interrupted = True
-            raise
         finally:
             await asyncio.shield(_close(connection))
     finally:
         if save is not None:
             save.close()
         sys.stdout.flush()
-        if status.fields or not interrupted:
+        if status.fields or completed:
             status.finish()
     return EXIT_OK
 
@@ -848,8 +846,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="ncplib: %(levelname)s: %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    warnings.showwarning = _show_warning
     run: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] = args.run
+    saved_showwarning = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         return asyncio.run(run(args))
     except KeyboardInterrupt:
@@ -869,3 +868,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (NCPError, OSError) as ex:
         print(f"ncplib {args.command}: error: {_reason(ex)}", file=sys.stderr)
         return EXIT_NETWORK
+    finally:
+        warnings.showwarning = saved_showwarning

@@ -1,0 +1,336 @@
+"""The ``ncplib`` command, run as a separate process (``python -m ncplib``) against a simulated node."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ncplib import cli
+from ncplib.cli import UsageError, parse_address, parse_param, parse_value
+from ncplib.framing import PacketReader
+from ncplib.values import f64, i64, u32, u64
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def ncplib_command(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ncplib", *args], capture_output=True, text=True, timeout=timeout, env=ENV
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], status: int, *needles: str) -> None:
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def start_node_process(*args: str) -> tuple[subprocess.Popen[str], int]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ncplib", "node", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if "listening on" not in line:
+        process.kill()
+        pytest.fail(f"node did not start: {line!r} {process.communicate(timeout=10)}")
+    return process, int(line.split(" (")[0].rsplit(":", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[str]:
+    process, port = start_node_process("--rate", "50")
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            _, stderr = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        # Ctrl-C is how the node is stopped: a clean exit, no traceback.
+        assert process.returncode == 0, stderr
+        assert "Traceback" not in stderr
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# Argument parsing, in process.
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "kind"),
+    [
+        ("400", 400, int),
+        ("-3", -3, int),
+        ("1.5", 1.5, float),
+        ("2e6", 2e6, float),
+        ("abc", "abc", str),
+        ("", "", str),
+        ("nan", "nan", str),
+        ("http://host:80", "http://host:80", str),
+        ("u32:5", 5, u32),
+        ("i64:-3", -3, i64),
+        ("u64:18446744073709551615", 2**64 - 1, u64),
+        ("f64:1.5", 1.5, f64),
+        ("f32:2", 2.0, float),
+        ("i32:0x10", 16, int),
+        ("str:42", "42", str),
+        ("hex:00ff10", b"\x00\xff\x10", bytes),
+        ("hex:", b"", bytes),
+    ],
+)
+def test_parse_value(text: str, expected: object, kind: type) -> None:
+    value = parse_value(text)
+    assert value == expected
+    assert type(value) is kind
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("u32:-1", "out of range"),
+        ("2147483648", "use an i64: or u64: prefix"),
+        ("i64:abc", "not an integer"),
+        ("f64:x", "not a number"),
+        ("hex:0", "hex"),
+    ],
+)
+def test_parse_value_errors(text: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_value(text)
+
+
+def test_parse_param() -> None:
+    assert parse_param("FSTA=400") == ("FSTA", 400)
+    assert parse_param("NAME=a=b") == ("NAME", "a=b")
+    assert parse_param("AGC =1") == ("AGC ", 1)
+    with pytest.raises(UsageError, match="NAME=VALUE"):
+        parse_param("FSTA")
+    with pytest.raises(UsageError, match="did you mean FSTA"):
+        parse_param("fsta=1")
+    with pytest.raises(UsageError, match="1 to 4"):
+        parse_param("TOOLONG=1")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("node", ("node", 9999)),
+        ("node:1234", ("node", 1234)),
+        ("10.0.0.1:80", ("10.0.0.1", 80)),
+        ("::1", ("::1", 9999)),
+        ("[::1]", ("::1", 9999)),
+        ("[::1]:443", ("::1", 443)),
+    ],
+)
+def test_parse_address(text: str, expected: tuple[str, int]) -> None:
+    assert parse_address(text) == expected
+
+
+@pytest.mark.parametrize("text", [":80", "node:0", "node:70000", "node:http", "[::1"])
+def test_parse_address_errors(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_address(text)
+
+
+# The command.
+
+
+@pytest.mark.parametrize("command", [[], ["node"], ["send"], ["stream"], ["demo"]])
+def test_help(command: list[str]) -> None:
+    result = ncplib_command(*command, "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: ncplib")
+    assert "--help" in result.stdout
+
+
+def test_no_command_is_a_usage_error() -> None:
+    result = ncplib_command()
+    assert result.returncode == cli.EXIT_USAGE
+    assert "Traceback" not in result.stderr
+
+
+def test_send_prints_the_reply(node: str) -> None:
+    result = ncplib_command("send", node, "DSPC", "SWEP", "FSTA=400", "FSTP=500", "RESB=100000")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("DSPC SWEP  field id ")
+    pdat = next(line for line in lines if line.strip().startswith("PDAT"))
+    assert "data u8" in pdat
+    assert "1000 values, min " in pdat
+    assert any(line.split()[:3] == ["FSTA", "i32", "400"] for line in lines)
+
+
+def test_send_json(node: str) -> None:
+    result = ncplib_command("send", node, "DSPC", "TIME", "SAMP=u32:64", "FCTR=f64:446.5", "--json")
+    assert result.returncode == 0, result.stderr
+    reply = json.loads(result.stdout)
+    assert (reply["packet_type"], reply["field"]) == ("DSPC", "TIME")
+    params = reply["params"]
+    assert params["DIQT"]["type"] == "data i16"
+    assert len(params["DIQT"]["value"]) == 128
+    assert all(isinstance(value, int) for value in params["DIQT"]["value"])
+    assert params["SAMP"] == {"type": "i32", "value": 64}
+    # The node echoes FCTR as it came: an f64.
+    assert params["FCTR"] == {"type": "f64", "value": 446.5}
+
+
+def test_send_node_error_exits_1(node: str) -> None:
+    result = ncplib_command("send", node, "DSPC", "XXXX")
+    assert_one_line_error(result, cli.EXIT_COMMAND_ERROR, "Unknown command", "400")
+    assert result.stdout == ""
+
+
+def test_send_bad_request_exits_1(node: str) -> None:
+    result = ncplib_command("send", node, "DSPC", "SWEP", "FSTA=500", "FSTP=400")
+    assert_one_line_error(result, cli.EXIT_COMMAND_ERROR, "Bad request", "FSTP must be greater than FSTA")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["DSPC", "SWEP", "FSTA=u32:-1"], "out of range"),
+        (["DSPC", "SWEP", "fsta=1"], "invalid param name"),
+        (["dspc", "SWEP"], "invalid packet type"),
+        (["DSPC", "SWEP", "--timeout", "0"], "--timeout"),
+    ],
+)
+def test_send_bad_arguments_exit_2(node: str, args: list[str], needle: str) -> None:
+    result = ncplib_command("send", node, *args)
+    assert result.returncode == cli.EXIT_USAGE
+    assert "Traceback" not in result.stderr
+    assert needle in result.stderr
+
+
+def test_send_bad_address_exits_2() -> None:
+    result = ncplib_command("send", "node:99999", "DSPC", "SWEP")
+    assert_one_line_error(result, cli.EXIT_USAGE, "invalid port")
+
+
+def test_send_connection_refused_exits_3() -> None:
+    port = closed_port()
+    result = ncplib_command("send", f"127.0.0.1:{port}", "DSPC", "SWEP")
+    assert_one_line_error(result, cli.EXIT_NETWORK, f"cannot connect to 127.0.0.1:{port}", "refused")
+
+
+def test_send_timeout_exits_3() -> None:
+    # A listening socket that never answers the handshake.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = ncplib_command("send", f"127.0.0.1:{port}", "DSPC", "SWEP", "--timeout", "0.5")
+    assert_one_line_error(result, cli.EXIT_NETWORK, "timed out")
+
+
+def test_stream_saves_packets_that_decode_back(node: str, tmp_path: Path) -> None:
+    saved = tmp_path / "sweeps.ncp"
+    result = ncplib_command(
+        "stream", node, "DSPL", "SWEP", "FSTA=100", "FSTP=101", "RESB=10000", "--count", "3", "--json",
+        "--save", str(saved),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    printed = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(printed) == 3
+    reader = PacketReader()
+    reader.feed(saved.read_bytes())
+    packets = reader.read_packets()
+    assert len(packets) == 3
+    for packet, shown in zip(packets, printed, strict=True):
+        packet_type, packet_id, timestamp, _, fields = packet
+        ((name, field_id, params),) = fields
+        assert (packet_type, packet_id, name, field_id) == (
+            shown["packet_type"],
+            shown["packet_id"],
+            shown["field"],
+            shown["field_id"],
+        )
+        assert timestamp.isoformat() == shown["timestamp"]
+        decoded = dict(params)
+        assert list(decoded) == list(shown["params"])
+        assert list(decoded["PDAT"]) == shown["params"]["PDAT"]["value"]
+        assert decoded["NBIN"] == shown["params"]["NBIN"]["value"] == 100
+    # The summary goes to stderr.
+    assert "3 fields" in result.stderr
+    assert "MB/s" in result.stderr
+
+
+def test_stream_duration_prints_one_line_per_reply(node: str) -> None:
+    result = ncplib_command("stream", node, "DSPL", "TIME", "SAMP=16", "--duration", "0.5")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines
+    assert all(" DSPL TIME id " in line and "DIQT data i16[32]" in line for line in lines)
+    assert lines[0].startswith("#1 ")
+    assert f"{len(lines)} fields" in result.stderr
+
+
+def test_stream_node_error_exits_1(node: str) -> None:
+    result = ncplib_command("stream", node, "DSPL", "SWEP", "RESB=-5", "--count", "2")
+    assert_one_line_error(result, cli.EXIT_COMMAND_ERROR, "Bad request", "RESB")
+
+
+def test_stream_save_to_unwritable_file_exits_2(node: str, tmp_path: Path) -> None:
+    result = ncplib_command("stream", node, "DSPL", "SWEP", "--save", str(tmp_path / "missing" / "x.ncp"))
+    assert_one_line_error(result, cli.EXIT_USAGE, "cannot write")
+
+
+def test_node_port_in_use_exits_3() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = ncplib_command("node", "--port", str(port))
+    assert_one_line_error(result, cli.EXIT_NETWORK, f"cannot listen on 127.0.0.1:{port}")
+
+
+def test_node_stops_cleanly_on_sigterm() -> None:
+    process, _ = start_node_process()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0
+    assert "Traceback" not in stderr
+
+
+def test_stream_ctrl_c_exits_130_with_a_summary(node: str) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ncplib", "stream", node, "DSPL", "SWEP", "FSTP=401"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    assert process.stdout is not None
+    try:
+        first = process.stdout.readline()
+        assert first.startswith("#1 DSPL SWEP")
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == cli.EXIT_INTERRUPTED
+    assert "Traceback" not in stderr
+    assert "fields/s" in stderr

@@ -1,0 +1,70 @@
+"""``ncplib demo``: an in-process simulated node streamed over TCP, drawn as a waterfall."""
+
+from __future__ import annotations
+
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+
+from ncplib import cli
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG_SIGNATURE
+    length, chunk_type = struct.unpack(">I4s", data[8:16])
+    assert (length, chunk_type) == (13, b"IHDR")
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def test_demo_writes_a_waterfall_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("numpy")
+    output = tmp_path / "waterfall.png"
+    status = cli.main(["demo", "--duration", "1", "--rate", "20", "--output", str(output)])
+    out = capsys.readouterr().out
+    assert status == cli.EXIT_OK
+    assert "Received " in out
+    assert " sweeps of 2000 bins " in out
+    assert "MB/s" in out
+    assert f"Waterfall written to {output}" in out
+    assert png_size(output.read_bytes()) == (1000, 600)
+
+
+def test_demo_without_matplotlib_prints_an_ascii_spectrum(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # None in sys.modules makes "import matplotlib" raise ImportError.
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    output = tmp_path / "waterfall.png"
+    status = cli.main(["demo", "--duration", "0.5", "--rate", "20", "--output", str(output)])
+    lines = capsys.readouterr().out.splitlines()
+    assert status == cli.EXIT_OK
+    assert not output.exists()
+    spectrum = next(line for line in lines if line.startswith("|"))
+    assert spectrum.endswith("|")
+    assert len(spectrum) == 74
+    # Carriers stand out of the noise: the line uses the darkest shade somewhere, and blanks.
+    assert "@" in spectrum
+    assert " " in spectrum
+    assert any("pip install 'ncplib[plot]'" in line for line in lines)
+
+
+def test_demo_ascii_option(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    output = tmp_path / "waterfall.png"
+    status = cli.main(["demo", "--duration", "0.3", "--ascii", "--output", str(output)])
+    out = capsys.readouterr().out
+    assert status == cli.EXIT_OK
+    assert not output.exists()
+    assert "400 MHz" in out
+    assert "pip install" not in out
+
+
+def test_ascii_spectrum_shades() -> None:
+    line = cli._ascii_spectrum([-100.0] * 50 + [-40.0] + [-100.0] * 49, width=10)
+    assert line == "     @    "
+    assert cli._ascii_spectrum([-90.0, -90.0]) == "  "
