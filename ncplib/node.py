@@ -3,37 +3,39 @@ Simulated RFeye node
 ====================
 
 An NCP server that behaves like an RFeye spectrum-monitoring node closely enough to develop and
-test clients without hardware: it answers the ``LINK`` handshake with the ``HELO`` parameters a
-real node sends, acknowledges every command with an ``ACKN`` field and then replies with
-synthetic but realistic spectrum sweeps and I/Q captures.
+test clients without hardware: it answers the ``LINK`` handshake, acknowledges every command
+with an ``ACKN`` field and then replies with synthetic but realistic spectrum sweeps and I/Q
+captures.
 
 Start one from the command line with ``ncplib node``, or in a program::
 
     server = await ncplib.node.start_node("127.0.0.1", 9999)
 
-Commands (packet type, field name and params; every reply repeats the request's packet type,
-field name and field id):
+Commands, by packet type and field name (every reply repeats the request's packet type, field
+name and field id):
 
-=================  ==========================================================================
-Packet types       ``DSPC`` (and ``NODE``): answered once. ``DSPL``: answered repeatedly, at
-                   ``rate`` replies per second, until the client disconnects or sends another
-                   ``DSPL`` command with the same field name (which replaces the stream).
-``SWEP``           Spectrum sweep. Params ``FSTA``/``FSTP`` start and stop frequency (MHz,
-                   default 400/500), ``RESB`` resolution bandwidth (Hz, default 100000),
-                   ``RLEV`` reference level (dBm, default -20). Reply: ``PDAT`` (data u8, one
-                   value per bin: ``power_dBm = RLEV - PDAT / 2``), ``FSTA``, ``FSTP``,
-                   ``RESB`` (the bin width actually used, Hz), ``RLEV`` and ``NBIN`` (the
-                   number of bins: the span divided by ``RESB``, 1 to 65536).
-``TIME``           I/Q capture. Params ``FCTR`` centre frequency (MHz, default 446),
-                   ``SAMP`` complex samples (default 4096, at most 262144), ``DECI``
-                   decimation (default 8; sample rate 62.5 MHz / ``DECI``). Reply: ``DIQT``
-                   (data i16, I and Q interleaved, ``2 * SAMP`` values), ``FCTR``, ``SAMP``,
-                   ``DECI``.
-``STAT``           Node status: ``OCON`` open connections, ``CADD`` client addresses, ``CIDS``
-                   client names, ``RGPS`` GPS status, ``ELOC``.
-``GPS`` / ``SGPS`` GPS fix: ``LATI``/``LONG`` (degrees x 1e6), ``ALTI``, ``SATS``, ``GFIX``,
-                   ``STAT``, ``SPEE``, ``HEAD``, ``UTIM`` (Unix time), ``TSTR``.
-=================  ==========================================================================
+``DSPC``, ``NODE``
+    Answered once.
+``DSPL``
+    Answered repeatedly, at ``rate`` replies per second, until the client disconnects or sends
+    another ``DSPL`` command with the same field name (which replaces the stream).
+``SWEP``
+    Spectrum sweep. Params ``FSTA``/``FSTP`` start and stop frequency (MHz, default 400/500),
+    ``RESB`` resolution bandwidth (Hz, default 100000), ``RLEV`` reference level (dBm, default
+    -20). Reply: ``PDAT`` (data u8, one value per bin: ``power_dBm = RLEV - PDAT / 2``),
+    ``FSTA``, ``FSTP``, ``RESB`` (the bin width actually used, Hz), ``RLEV`` and ``NBIN`` (the
+    number of bins: the span divided by ``RESB``, 1 to 65536).
+``TIME``
+    I/Q capture. Params ``FCTR`` centre frequency (MHz, default 446), ``SAMP`` complex samples
+    (default 4096, at most 262144), ``DECI`` decimation (default 8; the sample rate is 62.5 MHz
+    / ``DECI``). Reply: ``DIQT`` (data i16, I and Q interleaved, ``2 * SAMP`` values),
+    ``FCTR``, ``SAMP``, ``DECI``.
+``STAT``
+    Node status: ``OCON`` open connections, ``CADD`` client addresses, ``CIDS`` client names,
+    ``RGPS`` GPS status, ``ELOC``.
+``GPS``, ``SGPS``
+    GPS fix: ``LATI``/``LONG`` (degrees times 1e6), ``ALTI``, ``SATS``, ``GFIX``, ``STAT``,
+    ``SPEE``, ``HEAD``, ``UTIM`` (Unix time), ``TSTR``.
 
 An invalid param gets a single reply field with ``ERRO="Bad request: ..."`` and ``ERRC=400``;
 an unknown packet type or field name gets ``ERRO="Unknown command"`` and ``ERRC=400``. Neither
@@ -48,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import math
 import time
@@ -140,7 +143,9 @@ class SimulatedNode:
         self.rate = float(rate)
         #: The simulated radio scene.
         self.scene = Scene(use_numpy=None if synthesis == "auto" else synthesis == "numpy", seed=seed)
-        #: The ``HELO`` params sent to each client in the handshake.
+        #: The identity a real node announces in its ``HELO`` handshake field (firmware version,
+        #: name, MAC address). Sent when :func:`ncplib.start_server` accepts ``helo_params``;
+        #: otherwise the handshake's ``HELO`` field has no params.
         self.helo_params: dict[str, str] = {
             "NCPV": "ncplib simulated node 7.0",
             "SEID": serial,
@@ -178,7 +183,10 @@ class SimulatedNode:
         """
         from ncplib import start_server
 
-        server: asyncio.Server = await start_server(self.handle, host, port, timeout=timeout)
+        extra: dict[str, Any] = {}
+        if "helo_params" in inspect.signature(start_server).parameters:
+            extra["helo_params"] = self.helo_params
+        server: asyncio.Server = await start_server(self.handle, host, port, timeout=timeout, **extra)
         return server
 
     async def handle(self, connection: Connection) -> None:
