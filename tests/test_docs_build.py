@@ -1,0 +1,43 @@
+"""The Sphinx documentation builds without a single warning, and documents every CLI option."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ncplib.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+
+
+def test_sphinx_build_with_warnings_as_errors(tmp_path: Path) -> None:
+    pytest.importorskip("sphinx")
+    result = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(DOCS), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    for page in ("index", "client", "server", "connection", "errors", "values", "extensions", "node", "cli"):
+        assert (tmp_path / f"{page}.html").is_file()
+    # autodoc really pulled the docstrings in.
+    assert "Connects to a NCP server" in (tmp_path / "client.html").read_text(encoding="utf-8")
+
+
+def test_cli_page_documents_every_subcommand_and_option() -> None:
+    text = (DOCS / "cli.rst").read_text(encoding="utf-8")
+    parser = build_parser()
+    (subparsers,) = (action for action in parser._actions if action.choices and action.dest == "command")
+    assert subparsers.choices is not None
+    for name, subparser in subparsers.choices.items():
+        assert f"``ncplib {name}``" in text
+        for action in subparser._actions:
+            for option in action.option_strings:
+                if option not in ("-h", "--help"):
+                    assert f"``{option}``" in text or f"[{option}" in text, (name, option)
