@@ -447,6 +447,7 @@ class Connection(_AsyncFields):
             )
 
     def _on_keepalive(self) -> None:
+        # Keep-alives carry whole-second timestamps, as the reference's do.
         self._keepalive_handle = None
         if self.is_closing():
             return
@@ -457,7 +458,9 @@ class Connection(_AsyncFields):
             if due > now + 0.01:
                 self._keepalive_handle = loop.call_at(due, self._on_keepalive)
                 return
-        if self._protocol.write_buffers([encode_packet("LINK", 0, datetime.now(_UTC), _INFO, ())]):
+        if self._protocol.write_buffers(
+            [encode_packet("LINK", 0, datetime.now(_UTC).replace(microsecond=0), _INFO, ())]
+        ):
             self._last_sent = now
         self._keepalive_handle = loop.call_at(now + self._keepalive_interval, self._on_keepalive)
 

@@ -1,0 +1,135 @@
+"""ERRO / WARN / ACKN handling on the client and the server's error replies."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+
+import pytest
+from netutil import run, serving
+
+import ncplib
+
+
+async def replies(connection: ncplib.Connection) -> None:
+    async for field in connection:
+        field.send(ACKN=1)
+        field.send(WARN="careful", WARC=7)
+        field.send(ERRO="broken", ERRC=42)
+        field.send(DONE=1)
+
+
+def test_ackn_skipped_warn_issued_erro_raised_by_default() -> None:
+    async def main() -> None:
+        async with serving(replies) as (_, port), await ncplib.connect("127.0.0.1", port) as connection:
+            response = connection.send("DSPC", "SWEP")
+            with pytest.warns(ncplib.CommandWarning) as caught:
+                # The ACKN field is skipped; the WARN field is returned after the warning.
+                assert dict(await response.recv()) == {"WARN": "careful", "WARC": 7}
+            with pytest.raises(ncplib.CommandError) as raised:
+                await response.recv()
+            warning = caught[0].message
+            assert isinstance(warning, ncplib.CommandWarning)
+            assert (warning.detail, warning.code, warning.field.name) == ("careful", 7, "SWEP")
+            assert (raised.value.detail, raised.value.code) == ("broken", 42)
+            assert raised.value.field.packet_type == "DSPC"
+            assert dict(await response.recv()) == {"DONE": 1}
+
+    run(main)
+
+
+def test_filters_can_be_switched_off() -> None:
+    async def main() -> None:
+        async with serving(replies) as (_, port):
+            connection = await ncplib.connect(
+                "127.0.0.1", port, auto_erro=False, auto_warn=False, auto_ackn=False
+            )
+            async with connection:
+                response = connection.send("DSPC", "SWEP")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")
+                    got = [dict(await response.recv()) for _ in range(4)]
+            assert got == [
+                {"ACKN": 1},
+                {"WARN": "careful", "WARC": 7},
+                {"ERRO": "broken", "ERRC": 42},
+                {"DONE": 1},
+            ]
+
+    run(main)
+
+
+def test_error_without_code() -> None:
+    async def handler(connection: ncplib.Connection) -> None:
+        async for field in connection:
+            field.send(ERRO="no code")
+
+    async def main() -> None:
+        async with serving(handler) as (_, port), await ncplib.connect("127.0.0.1", port) as connection:
+            with pytest.raises(ncplib.CommandError) as raised:
+                await connection.send("DSPC", "SWEP").recv()
+            assert raised.value.detail == "no code"
+            assert raised.value.code is None
+
+    run(main)
+
+
+def test_server_does_not_filter_fields() -> None:
+    received: list[dict[str, object]] = []
+
+    async def handler(connection: ncplib.Connection) -> None:
+        async for field in connection:
+            received.append(dict(field))
+            field.send(OK=1)
+
+    async def main() -> None:
+        async with serving(handler) as (_, port), await ncplib.connect("127.0.0.1", port) as connection:
+            await connection.send("DSPC", "SWEP", ERRO="x", ACKN=1).recv()
+
+    run(main)
+    assert received == [{"ERRO": "x", "ACKN": 1}]
+
+
+@pytest.mark.parametrize(
+    ("exception", "detail", "code", "level"),
+    [
+        (ncplib.DecodeError("bad input"), "Bad request", 400, logging.WARNING),
+        (RuntimeError("bug"), "Server error", 500, logging.ERROR),
+    ],
+)
+def test_server_replies_to_handler_errors_and_closes(
+    caplog: pytest.LogCaptureFixture, exception: Exception, detail: str, code: int, level: int
+) -> None:
+    async def handler(connection: ncplib.Connection) -> None:
+        await connection.recv()
+        raise exception
+
+    async def main() -> None:
+        async with serving(handler) as (_, port), await ncplib.connect("127.0.0.1", port) as connection:
+            with pytest.raises(ncplib.CommandError) as raised:
+                await connection.send("DSPC", "SWEP").recv()
+            assert raised.value.field.packet_type == "LINK"
+            assert raised.value.field.name == "ERRO"
+            assert (raised.value.detail, raised.value.code) == (detail, code)
+            with pytest.raises(ncplib.ConnectionClosed):
+                await connection.recv()
+
+    with caplog.at_level(logging.INFO, logger="ncplib"):
+        run(main)
+    server_records = [r for r in caplog.records if r.name == "ncplib.server" and r.levelno == level]
+    assert len(server_records) == 1
+    assert (server_records[0].exc_info is not None) == (code == 500)
+
+
+def test_handler_returning_closes_the_connection() -> None:
+    async def handler(connection: ncplib.Connection) -> None:
+        connection.send("DSPC", "BYE")
+
+    async def main() -> None:
+        async with serving(handler) as (_, port), await ncplib.connect("127.0.0.1", port) as connection:
+            assert (await connection.recv()).name == "BYE"
+            with pytest.raises(ncplib.ConnectionClosed):
+                await asyncio.wait_for(connection.recv(), 10)
+
+    run(main)
