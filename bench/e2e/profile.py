@@ -55,7 +55,10 @@ def main(argv: list[str]) -> int:
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=str(HERE), env=dict(os.environ),
     )  # fmt: skip
     try:
-        port = json.loads(read_line(server, 60))["port"]
+        line = read_line(server, 60)
+        while not line.startswith(b"{"):  # py-spy's own lines come first
+            line = read_line(server, 60)
+        port = json.loads(line)["port"]
         client_args = [sys.executable, str(HERE / "ncp_client.py"), str(port), kind, mode, seconds]
         done = subprocess.run(
             (spy if side == "client" else []) + client_args,
