@@ -41,3 +41,15 @@ def test_cli_page_documents_every_subcommand_and_option() -> None:
             for option in action.option_strings:
                 if option not in ("-h", "--help"):
                     assert f"``{option}``" in text or f"[{option}" in text, (name, option)
+
+
+@pytest.mark.filterwarnings("ignore:Argument .writer_name.:PendingDeprecationWarning")
+def test_readme_is_valid_restructured_text_for_package_indexes() -> None:
+    # Package indexes render the README with plain docutils, without Sphinx's extensions.
+    docutils_core = pytest.importorskip("docutils.core")
+    html = docutils_core.publish_string(
+        (ROOT / "README.rst").read_text(encoding="utf-8"),
+        writer_name="html",
+        settings_overrides={"halt_level": 2, "report_level": 2, "syntax_highlight": "none"},
+    )
+    assert b"Migrating from ncplib 6.1.0" in html
