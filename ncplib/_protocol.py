@@ -213,13 +213,12 @@ class NCPProtocol(asyncio.BufferedProtocol):
         """
         if self._error is not None:
             raise self._error
-        if self._lost:
+        transport = self.transport
+        if self._lost or (transport is not None and transport.is_closing()):
             if self._lost_exc is not None:
                 raise NetworkError(str(self._lost_exc) or type(self._lost_exc).__name__) from self._lost_exc
             if self.reader.buffered or (self._head is not None and self._head_len):
                 raise NetworkError("Connection closed in the middle of a packet")
-            raise ConnectionClosed("Connection closed")
-        if self.transport is not None and self.transport.is_closing():
             raise ConnectionClosed("Connection closed")
 
     async def wait_data(self, timeout: float) -> None:

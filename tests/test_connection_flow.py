@@ -1,0 +1,188 @@
+"""Flow control both ways, zero-copy numpy mode and the packet size limit."""
+
+from __future__ import annotations
+
+import array
+import asyncio
+
+import pytest
+from netutil import LOOPS, packet_bytes, raw_handshake, raw_server, run, serving
+
+import ncplib
+from ncplib import framing
+
+PACKETS = 400
+CHUNK = array.array("i", range(32 * 1024))  # 128 KiB per packet, 50 MiB in all.
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_slow_reader_pauses_the_sender_and_memory_stays_bounded(loop: str) -> None:
+    sent: list[int] = []
+    server_connections: list[ncplib.Connection] = []
+
+    async def handler(connection: ncplib.Connection) -> None:
+        server_connections.append(connection)
+        await connection.recv_field("DSPC", "GO")
+        for n in range(PACKETS):
+            connection.send("DSPC", "DATA", N=n, DATA=CHUNK)
+            await connection.drain()
+            sent.append(n)
+        await connection.recv()
+
+    async def main() -> None:
+        async with serving(handler) as (_, port):
+            connection = await ncplib.connect("127.0.0.1", port)
+            async with connection:
+                protocol = connection._protocol
+                protocol.high_water = 512 * 1024
+                connection.send("DSPC", "GO")
+                # Not reading: our reading pauses, then the server's writes pause.
+                for _ in range(1000):
+                    if (
+                        server_connections
+                        and server_connections[0]._protocol._write_paused
+                        and protocol._read_paused
+                    ):
+                        break
+                    await asyncio.sleep(0.01)
+                assert server_connections[0]._protocol._write_paused
+                assert protocol._read_paused
+                assert protocol.reader.buffered <= protocol.high_water + 2 * 130 * 1024
+                assert len(sent) < PACKETS
+                # Now read everything: reading resumes and every packet arrives intact, in order.
+                for n in range(PACKETS):
+                    field = await connection.recv()
+                    assert field["N"] == n
+                    assert field["DATA"] == CHUNK
+                    assert protocol.reader.buffered <= protocol.high_water + 2 * 130 * 1024
+                assert sent == list(range(PACKETS))
+
+    run(main, loop=loop)
+
+
+def test_drain_raises_when_the_peer_vanishes() -> None:
+    outcome: list[BaseException] = []
+
+    async def handler(connection: ncplib.Connection) -> None:
+        await connection.recv_field("DSPC", "GO")
+        try:
+            while True:
+                connection.send("DSPC", "DATA", DATA=CHUNK)
+                await connection.drain()
+        except ncplib.NCPError as ex:
+            outcome.append(ex)
+
+    async def main() -> None:
+        async with serving(handler) as (_, port):
+            connection = await ncplib.connect("127.0.0.1", port)
+            connection._protocol.high_water = 64 * 1024
+            connection.send("DSPC", "GO")
+            await connection.recv()
+            connection.transport.abort()
+            await connection.wait_closed()
+            for _ in range(500):
+                if outcome:
+                    break
+                await asyncio.sleep(0.01)
+
+    run(main)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], (ncplib.NetworkError, ncplib.ConnectionClosed))
+
+
+def test_drain_returns_at_once_when_nothing_is_queued() -> None:
+    async def handler(connection: ncplib.Connection) -> None:
+        await connection.recv()
+
+    async def main() -> None:
+        async with serving(handler) as (_, port), await ncplib.connect("127.0.0.1", port) as connection:
+            connection.send("DSPC", "SWEP")
+            await asyncio.wait_for(connection.drain(), 10)
+
+    run(main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_numpy_mode_gives_read_only_views(loop: str) -> None:
+    numpy = pytest.importorskip("numpy")
+    big = array.array("h", range(-30000, 30000))  # 120 KB: received into a buffer of its own.
+    received: list[object] = []
+
+    async def handler(connection: ncplib.Connection) -> None:
+        async for field in connection:
+            received.append(field["DIQT"])
+            field.send(DIQT=big, PDAT=array.array("B", [1, 2, 3, 4]), NAME="x")
+
+    async def main() -> None:
+        async with serving(handler, use_numpy=True) as (_, port):
+            connection = await ncplib.connect("127.0.0.1", port, use_numpy=True)
+            async with connection:
+                field = await connection.send("DSPC", "TIME", DIQT=numpy.arange(8, dtype=numpy.int16)).recv()
+            diqt, pdat = field["DIQT"], field["PDAT"]
+            for value in (diqt, pdat):
+                assert isinstance(value, numpy.ndarray)
+                assert not value.flags.writeable
+                with pytest.raises(ValueError):
+                    value[0] = 0
+            assert diqt.dtype == numpy.int16
+            assert diqt.tolist() == big.tolist()
+            assert pdat.tolist() == [1, 2, 3, 4]
+            assert field["NAME"] == "x"
+
+    run(main, loop=loop)
+    assert isinstance(received[0], numpy.ndarray)
+    assert received[0].tolist() == list(range(8))
+
+
+def test_oversized_packet_raises_decode_error_and_closes() -> None:
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await raw_handshake(reader, writer)
+        writer.write(packet_bytes("DSPC", [("BIG", 1, {"DATA": b"x" * 200_000})]))
+        await reader.read()
+
+    async def main() -> None:
+        async with raw_server(peer) as port:
+            connection = await ncplib.connect("127.0.0.1", port, max_packet_size=64 * 1024)
+            with pytest.raises(ncplib.DecodeError, match="exceeds the maximum"):
+                await connection.recv()
+            assert connection.is_closing()
+            # Refused from its header: no buffer was set aside for the packet.
+            assert connection._protocol.reader._own is None
+            with pytest.raises(ncplib.NCPError):
+                await connection.recv()
+            connection.close()
+            await connection.wait_closed()
+
+    run(main)
+
+
+def test_server_max_packet_size() -> None:
+    errors: list[BaseException] = []
+
+    async def handler(connection: ncplib.Connection) -> None:
+        try:
+            await connection.recv()
+        except ncplib.DecodeError as ex:
+            errors.append(ex)
+
+    async def main() -> None:
+        async with serving(handler, max_packet_size=framing.DEFAULT_MAX_PACKET_SIZE // 1024) as (_, port):
+            connection = await ncplib.connect("127.0.0.1", port)
+            connection.send("DSPC", "BIG", DATA=b"x" * 100_000)
+            with pytest.raises((ncplib.ConnectionClosed, ncplib.NetworkError)):
+                await connection.recv()
+            connection.close()
+            await connection.wait_closed()
+
+    run(main)
+    assert len(errors) == 1
+
+
+def test_invalid_options_are_rejected_before_connecting() -> None:
+    async def main() -> None:
+        with pytest.raises(ValueError):
+            await ncplib.connect("127.0.0.1", 1, max_packet_size=8)
+        with pytest.raises(ValueError):
+            await ncplib.start_server(lambda c: asyncio.sleep(0), "127.0.0.1", 0, max_packet_size=8)
+
+    run(main)
