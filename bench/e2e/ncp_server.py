@@ -16,6 +16,7 @@ import array
 import asyncio
 import json
 import logging
+import os
 import sys
 import threading
 
@@ -40,6 +41,9 @@ async def _backpressure(connection: object) -> None:
 async def stream(connection: object) -> None:
     large = array.array("h", (((i * 7) % 65536) - 32768 for i in range(LARGE_SAMPLES)))
     small = array.array("B", (i % 256 for i in range(SMALL_BYTES)))
+    if os.environ.get("E2E_WRITE_LIMITS") != "default":
+        # The same write buffer for both libraries: large enough to keep a 512 KiB field in flight.
+        connection.transport.set_write_buffer_limits(high=HIGH_WATER)  # type: ignore[attr-defined]
     async for field in connection:  # type: ignore[attr-defined]
         count = int(field.get("COUN", 0))
         if field.packet_type == "DSPL" and field.name == "TIME":

@@ -1,7 +1,8 @@
 """
 Profiles one side of an end-to-end stream with py-spy (``pip install py-spy``), ours -> ours.
 
-Usage: ``python bench/e2e/profile.py large|small array|numpy client|server [SECONDS]``. Writes
+Usage: ``python bench/e2e/profile.py large|small array|numpy client|server [SECONDS]``
+(``PROFILE_NATIVE=1`` adds C frames). Writes
 the collapsed stacks to ``bench/e2e/logs/`` and prints the functions with the most samples,
 by own time and including callees.
 """
@@ -48,7 +49,8 @@ def main(argv: list[str]) -> int:
     logs = HERE / "logs"
     logs.mkdir(exist_ok=True)
     output = logs / f"profile-{kind}-{mode}-{side}.txt"
-    spy = [py_spy, "record", "-r", "400", "-f", "raw", "-o", str(output), "--"]
+    native = ["--native"] if os.environ.get("PROFILE_NATIVE") else []
+    spy = [py_spy, "record", "-r", "400", *native, "-f", "raw", "-o", str(output), "--"]
     server_args = [sys.executable, str(HERE / "ncp_server.py")]
     server = subprocess.Popen(
         (spy if side == "server" else []) + server_args,

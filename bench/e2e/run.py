@@ -72,6 +72,8 @@ def reference_python() -> str:
 def clean_env(kind: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
+    # numpy's BLAS threads spin on a busy machine and steal CPU from the measured processes.
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
     if kind == "ref":
         env = {key: value for key, value in env.items() if not key.startswith("NCPLIB_")}
     return env
