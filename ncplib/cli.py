@@ -21,7 +21,8 @@ number) and ``hex:`` (raw bytes written in hexadecimal, such as ``hex:00ff10``).
 
 Exit status: 0 success, 1 the node replied with an error (``ERRO``), 2 bad usage or argument,
 3 network failure (connection refused or lost, timeout, malformed data from the peer), 130
-interrupted by Ctrl-C (``ncplib node`` exits 0 on Ctrl-C: that is how it is stopped).
+interrupted by Ctrl-C (``ncplib node`` exits 0 on Ctrl-C: that is how it is stopped). When the
+reader of the output goes away (``ncplib stream ... | head``) the command stops quietly with 0.
 """
 
 from __future__ import annotations
@@ -690,9 +691,7 @@ async def _run_node(args: argparse.Namespace) -> int:
     try:
         server = await node.start(args.host, args.port, timeout=args.timeout)
     except OSError as ex:
-        raise _Failure(
-            f"cannot listen on {args.host}:{args.port}: {ex.strerror or ex}", EXIT_NETWORK
-        ) from None
+        raise _Failure(f"cannot listen on {args.host}:{args.port}: {_reason(ex)}", EXIT_NETWORK) from None
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     if task is not None and hasattr(signal, "SIGTERM"):
@@ -853,6 +852,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run(args))
     except KeyboardInterrupt:
         return EXIT_OK if args.command == "node" else EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of our output went away (as "| head" does): stop quietly. Point stdout at
+        # devnull so that flushing it at exit does not fail again.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except UsageError as ex:
         print(f"ncplib {args.command}: error: {ex}", file=sys.stderr)
         return EXIT_USAGE

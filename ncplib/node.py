@@ -58,7 +58,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from ncplib._signal import Scene
-from ncplib.errors import NCPError
+from ncplib.errors import NCPError, NetworkError, NetworkTimeoutError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ncplib.connection import Connection, Field
@@ -205,8 +205,9 @@ class SimulatedNode:
                     if old is not None:
                         old.cancel()
                     streams[field.name] = task
-        except NCPError as ex:
-            # The client went away or broke the protocol; a real node just drops it.
+        except (NetworkError, NetworkTimeoutError) as ex:
+            # The client went away or fell silent. (A malformed packet, DecodeError, is left to
+            # the server, which answers it with "Bad request".)
             logger.info("Simulated node: connection ended: %s", ex)
         finally:
             self._connections.discard(connection)

@@ -334,3 +334,27 @@ def test_stream_ctrl_c_exits_130_with_a_summary(node: str) -> None:
     assert process.returncode == cli.EXIT_INTERRUPTED
     assert "Traceback" not in stderr
     assert "fields/s" in stderr
+
+
+def test_stream_stops_quietly_when_its_reader_goes_away(node: str) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ncplib", "stream", node, "DSPL", "SWEP", "FSTP=401", "--no-status"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        assert process.stdout.readline().startswith("#1 ")
+        process.stdout.close()  # As "| head -1" does.
+        stderr = process.stderr.read()
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert "error" not in stderr
