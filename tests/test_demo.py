@@ -68,3 +68,16 @@ def test_ascii_spectrum_shades() -> None:
     line = cli._ascii_spectrum([-100.0] * 50 + [-40.0] + [-100.0] * 49, width=10)
     assert line == "     @    "
     assert cli._ascii_spectrum([-90.0, -90.0]) == "  "
+
+
+def test_demo_without_numpy(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from ncplib import _signal
+
+    # The node synthesises in pure Python and the client decodes to array.array.
+    monkeypatch.setattr(_signal, "np", None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    status = cli.main(["demo", "--duration", "0.5", "--rate", "20"])
+    out = capsys.readouterr().out
+    assert status == cli.EXIT_OK
+    assert "array mode" in out
+    assert any(line.startswith("|") and "@" in line for line in out.splitlines())
