@@ -21,7 +21,8 @@ package index (build isolation and the test dependencies); it does not need Dock
 3. ``cibuildwheel --print-build-identifiers`` must list exactly the intended wheel builds for
    Linux, Windows and macOS.
 
-Exits non-zero on the first failed check.
+Every check runs even when an earlier one failed (unless it needs what failed to build); the
+script then lists the failures and exits non-zero.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ import tempfile
 import time
 import venv
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_TIMEOUT = 1200
@@ -303,24 +305,52 @@ def main(argv: list[str]) -> int:
 
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="ncplib-dist-"))
+    failures: list[str] = []
+
+    def attempt(what: str, check: Callable[..., object], *check_args: Any, **kwargs: Any) -> bool:
+        """Runs one independent check; a failure is recorded and the other checks still run."""
+        try:
+            check(*check_args, **kwargs)
+        except CheckFailed as ex:
+            log(f"FAILED ({what}): {ex}")
+            failures.append(f"{what}: {ex}")
+            return False
+        return True
+
     try:
-        check_build_identifiers()
-        sdist, wheel, pure_wheel = build_all(work)
-        check_sdist(sdist)
-        check_wheel(wheel, compiled=True)
-        check_wheel(pure_wheel, compiled=False)
-        install_and_test(work, "wheel", wheel, implementation="compiled", pytest_args=pytest_args)
-        install_and_test(work, "sdist", sdist, implementation="compiled", pytest_args=pytest_args)
-        install_and_test(work, "pure-wheel", pure_wheel, implementation="pure", pytest_args=pytest_args)
-    except CheckFailed as ex:
-        log(f"FAILED: {ex}")
-        return 1
+        attempt("cibuildwheel matrix", check_build_identifiers)
+        built: list[tuple[Path, Path, Path]] = []
+        if attempt("build", lambda: built.append(build_all(work))):
+            sdist, wheel, pure_wheel = built[0]
+            attempt("sdist contents", check_sdist, sdist)
+            attempt("wheel contents", check_wheel, wheel, compiled=True)
+            attempt("pure wheel contents", check_wheel, pure_wheel, compiled=False)
+            for label, target, implementation in (
+                ("wheel", wheel, "compiled"),
+                ("sdist", sdist, "compiled"),
+                ("pure-wheel", pure_wheel, "pure"),
+            ):
+                attempt(
+                    f"{label} installed",
+                    install_and_test,
+                    work,
+                    label,
+                    target,
+                    implementation=implementation,
+                    pytest_args=pytest_args,
+                )
     finally:
         if args.keep:
             log(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    log(f"all distribution checks passed in {time.monotonic() - started:.0f} s")
+    elapsed = time.monotonic() - started
+    if failures:
+        log(f"{len(failures)} distribution check(s) FAILED in {elapsed:.0f} s:")
+        for failure in failures:
+            log(f"  {failure}")
+        return 1
+    log(f"all distribution checks passed in {elapsed:.0f} s")
     return 0
 
 
