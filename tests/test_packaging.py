@@ -62,6 +62,17 @@ def test_metadata_declares_supported_pythons() -> None:
     assert {"numpy", "plot", "test", "docs"} <= set(project["optional-dependencies"])
 
 
+def test_project_urls_to_repository_files_name_existing_files() -> None:
+    urls = load_pyproject()["project"]["urls"]
+    if not (ROOT / "setup.py").is_file():
+        pytest.skip("needs the whole source tree")
+    prefix = "https://github.com/ncplib/ncplib/blob/main/"
+    for name, url in urls.items():
+        assert url.startswith("https://"), name
+        if url.startswith(prefix):
+            assert (ROOT / url[len(prefix) :]).is_file(), f"{name}: {url} names no file of the repository"
+
+
 def test_wheel_matrix_covers_every_supported_cpython() -> None:
     cibw = load_pyproject()["tool"]["cibuildwheel"]
     supported = {f"cp3{minor}-*" for minor in range(10, 15)}
