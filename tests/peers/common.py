@@ -131,11 +131,13 @@ async def handle(connection: Any) -> None:
     """
     Serves the test commands, all in packet type ``TEST``:
 
-    ECHO sends the params back; DESC describes what arrived (tags as JSON in param JSON); GIVE sends
-    :func:`canonical_values`; BADC, WRNC and ACKC reply with ERRO, WARN and ACKN params (WRNC and ACKC then
-    send a DONE field; the names differ from the params because the reference client drops fields
-    named WARN); WAIT replies DONE after SECS seconds while the handler keeps receiving; INFO tells
-    the remote hostname the server sees; BOOM raises; BYE ends the handler.
+    ECHO sends the params back; DESC describes what arrived (tags as JSON in param JSON); GIVE
+    sends :func:`canonical_values`; BADC, WRNC and ACKC reply with ERRO, WARN and ACKN params
+    (WRNC and ACKC then send DONE; the command names differ from the params because the reference
+    client drops fields named WARN or ERRO); ERCO and WACO send ERRC or WARC alone; NAMW and NAME
+    send a field named WARN or ERRO holding neither param, then DONE; WAIT replies DONE after SECS
+    seconds while the handler keeps receiving; INFO tells the remote hostname the server sees;
+    BOOM raises; BYE ends the handler.
     """
     async for field in connection:
         if field.packet_type != PACKET_TYPE:
@@ -155,6 +157,14 @@ async def handle(connection: Any) -> None:
             field.send(DONE=1)
         elif command == "ACKC":
             field.send(ACKN=1)
+            field.send(DONE=1)
+        elif command == "ERCO":
+            field.send(ERRC=7)
+        elif command == "WACO":
+            field.send(WARC=9)
+            field.send(DONE=1)
+        elif command in ("NAMW", "NAME"):
+            connection.send(PACKET_TYPE, "WARN" if command == "NAMW" else "ERRO", NOTE=1)
             field.send(DONE=1)
         elif command == "WAIT":
             asyncio.get_running_loop().call_later(float(params["SECS"]), lambda f=field: f.send(DONE=1))
@@ -259,10 +269,12 @@ class ClientSession:
         else:
             params = untag_params(op.get("params", {}))
             response = self.connection.send(op.get("packet", PACKET_TYPE), op["field"], **params)
+        # "via": "connection" receives with Connection.recv() instead of Response.recv().
+        recv = self.connection.recv if op.get("via") == "connection" else response.recv
         replies: list[dict[str, Any]] = []
         try:
             for _ in range(int(op.get("count", 1))):
-                replies.append(_describe_field(await response.recv()))
+                replies.append(_describe_field(await recv()))
         except Exception as exc:
             return {"replies": replies, "error": _describe_exception(exc)}
         return {"replies": replies}
