@@ -35,6 +35,9 @@ _HEADER_PREFIX = Struct("<4s4sI")
 # place; smaller ones are collected in the shared buffer, several per read, and copied out.
 _OWN_BUFFER_SIZE = 64 * 1024
 _SHARED_BUFFER_SIZE = 256 * 1024
+# A packet's own buffer starts at most this large and doubles as bytes arrive, so that memory
+# follows what a peer really sent, not what its header claims.
+_OWN_BUFFER_START = 1024 * 1024
 
 
 class PacketReader:
@@ -59,6 +62,7 @@ class PacketReader:
         "_end",
         "_own",
         "_own_filled",
+        "_own_size",
         "_ready",
         "_error",
     )
@@ -75,6 +79,7 @@ class PacketReader:
         self._end = 0
         self._own: bytearray | None = None
         self._own_filled = 0
+        self._own_size = 0
         # Large packets received in full, waiting to be decoded, oldest first.
         self._ready: deque[bytearray] = deque()
         self._error: DecodeError | None = None
@@ -87,7 +92,7 @@ class PacketReader:
         Always at least 1: more bytes are always welcome.
         """
         if self._own is not None:
-            return len(self._own) - self._own_filled
+            return self._own_size - self._own_filled
         available = self._end - self._start
         if available < w.PACKET_HEADER_SIZE:
             return w.PACKET_HEADER_SIZE - available
@@ -112,6 +117,8 @@ class PacketReader:
         if self._error is not None:
             raise self._error
         if self._own is not None:
+            if self._own_filled == len(self._own):
+                self._grow_own()
             return memoryview(self._own)[self._own_filled :]
         if self._start == self._end:
             self._start = self._end = 0
@@ -135,7 +142,7 @@ class PacketReader:
         own = self._own
         if own is not None:
             self._own_filled += nbytes
-            if self._own_filled >= len(own):
+            if self._own_filled >= self._own_size:
                 self._ready.append(own)
                 self._own = None
                 self._own_filled = 0
@@ -228,11 +235,20 @@ class PacketReader:
             self._fail(f"Packet of {size} bytes exceeds the maximum of {self.max_packet_size} bytes")
         if size > available and size >= _OWN_BUFFER_SIZE:
             # Move the partial packet into a buffer of its own, received into from now on.
-            own = bytearray(size)
+            own = bytearray(min(size, max(_OWN_BUFFER_START, 2 * available)))
             own[:available] = self._buf[start : self._end]
             self._own = own
             self._own_filled = available
+            self._own_size = size
             self._start = self._end = 0
+
+    def _grow_own(self) -> None:
+        # A new buffer, not a resize: the caller may still hold a view of the old one.
+        own = self._own
+        assert own is not None
+        grown = bytearray(min(self._own_size, 2 * len(own)))
+        grown[: self._own_filled] = own
+        self._own = grown
 
     def _fail(self, message: str) -> None:
         self._error = DecodeError(message)
