@@ -79,6 +79,7 @@ class NCPProtocol(asyncio.BufferedProtocol):
         self._read_paused = False
         self._write_paused = False
         self.last_received = self._loop.time()
+        self._pending: list[Any] | None = None
         self._write_buffers: Callable[[Sequence[Any]], None] = self._writelines_joined
         #: Called once the transport is gone (the connection stops its timers and logs).
         self.on_lost: Callable[[], None] | None = None
@@ -286,43 +287,60 @@ class NCPProtocol(asyncio.BufferedProtocol):
     # Sending.
 
     def write_raw(self, data: bytes) -> None:
-        """Writes ``data`` unless the transport is closing."""
+        """Writes ``data`` (after anything queued) unless the transport is closing."""
+        self.flush()
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(data)
 
     def write_buffers(self, buffers: Sequence[Any]) -> bool:
         """
-        Writes ``buffers`` (in order) unless the transport is closing.
+        Queues ``buffers`` (in order) for writing unless the transport is closing.
 
-        :returns: :data:`True` if written, :data:`False` if dropped because the connection closes.
+        Buffers queued during one pass of the event loop go to the transport together, at the
+        end of that pass (or at :meth:`flush`), so a burst of small packets costs one system call
+        rather than one each.
+
+        :returns: :data:`True` if queued, :data:`False` if dropped because the connection closes.
         """
         transport = self.transport
         if transport is None or transport.is_closing():
             return False
-        self._write_buffers(buffers)
+        pending = self._pending
+        if pending is None:
+            self._pending = list(buffers)
+            self._loop.call_soon(self.flush)
+        else:
+            pending.extend(buffers)
         return True
 
+    def flush(self) -> None:
+        """Hands the queued buffers to the transport now."""
+        pending = self._pending
+        if pending is None:
+            return
+        self._pending = None
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            self._write_buffers(pending)
+
     def _writelines_joined(self, buffers: Sequence[Any]) -> None:
-        # The transport's writelines would join everything: join only small pieces, write large
-        # ones as they are.
+        # This transport's writelines would join everything into one new bytes object: join only
+        # the small pieces, and write large ones as they are.
         transport = self.transport
         assert transport is not None
-        pending: list[Any] = []
-        pending_size = 0
+        small: list[Any] = []
         for buf in buffers:
-            size = memoryview(buf).nbytes if not isinstance(buf, bytes) else len(buf)
+            size = len(buf) if isinstance(buf, bytes) else memoryview(buf).nbytes
             if size < _SMALL_BUFFER:
-                pending.append(buf)
-                pending_size += size
+                small.append(buf)
                 continue
-            if pending:
-                transport.write(b"".join(pending))
-                pending = []
-                pending_size = 0
+            if small:
+                transport.write(b"".join(small))
+                small = []
             transport.write(buf)
-        if pending:
-            transport.write(b"".join(pending) if len(pending) > 1 else pending[0])
+        if small:
+            transport.write(b"".join(small) if len(small) > 1 else small[0])
 
     async def drain(self) -> None:
         """
@@ -330,6 +348,7 @@ class NCPProtocol(asyncio.BufferedProtocol):
 
         :raises ncplib.NCPError: why the connection broke, or :exc:`ncplib.ConnectionClosed`.
         """
+        self.flush()
         while True:
             if self._lost or (self.transport is not None and self.transport.is_closing()):
                 self.raise_if_broken()
@@ -343,7 +362,8 @@ class NCPProtocol(asyncio.BufferedProtocol):
     # Closing.
 
     def close(self) -> None:
-        """Closes the transport (pending writes are flushed first)."""
+        """Closes the transport (queued writes are flushed first)."""
+        self.flush()
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.close()
