@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ncplib._signal import Scene
 from ncplib.errors import NCPError, NetworkError, NetworkTimeoutError
+from ncplib.server import start_server
 
 if TYPE_CHECKING:  # pragma: no cover
     from ncplib.connection import Connection, Field
@@ -89,10 +90,10 @@ MAX_FREQUENCY_MHZ = 20000.0
 _ONCE_PACKET_TYPES = frozenset({"DSPC", "NODE"})
 _STREAM_PACKET_TYPE = "DSPL"
 
-Params = dict[str, Any]
+_Params = dict[str, Any]
 
 
-class BadRequest(Exception):
+class _BadRequest(Exception):
     """A command's params are invalid; the message says why (sent back in ``ERRO``)."""
 
 
@@ -102,11 +103,11 @@ def _number(
     """Reads an optional numeric param, checked to be within ``low..high``."""
     value = field.get(name, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadRequest(f"{name} must be a number")
+        raise _BadRequest(f"{name} must be a number")
     if not math.isfinite(value) or not low <= value <= high:
-        raise BadRequest(f"{name} must be between {low:g} and {high:g}")
+        raise _BadRequest(f"{name} must be between {low:g} and {high:g}")
     if integer and value != int(value):
-        raise BadRequest(f"{name} must be a whole number")
+        raise _BadRequest(f"{name} must be a whole number")
     return value
 
 
@@ -122,7 +123,7 @@ class SimulatedNode:
     :param str synthesis: ``"numpy"``, ``"python"`` (pure Python, slower) or ``"auto"`` (numpy
         when it is installed) to compute the signals.
     :param seed: Seed for the simulated noise, for reproducible output.
-    :param str serial: The node's name, sent as ``SEID`` in the ``HELO`` handshake field.
+    :param str serial: The node's name, its ``SEID`` in :attr:`helo_params`.
     :raises ValueError: if ``rate`` is negative or not a number, or ``synthesis`` is unknown.
     :raises ImportError: if ``synthesis`` is ``"numpy"`` and numpy is not installed.
     """
@@ -153,7 +154,7 @@ class SimulatedNode:
         }
         self._started = time.monotonic()
         self._connections: set[Connection] = set()
-        self._commands: dict[str, Callable[[Field], Callable[[], Params]]] = {
+        self._commands: dict[str, Callable[[Field], Callable[[], _Params]]] = {
             "SWEP": self._swep,
             "TIME": self._time,
             "STAT": self._stat,
@@ -181,8 +182,6 @@ class SimulatedNode:
         :raises OSError: if the address cannot be bound.
         :returns: The listening :class:`asyncio.Server`.
         """
-        from ncplib import start_server
-
         extra: dict[str, Any] = {}
         if "helo_params" in inspect.signature(start_server).parameters:
             extra["helo_params"] = self.helo_params
@@ -227,7 +226,7 @@ class SimulatedNode:
             return None
         try:
             make_reply = command(field)
-        except BadRequest as ex:
+        except _BadRequest as ex:
             field.send(ERRO=f"Bad request: {ex}", ERRC=400)
             return None
         field.send(ACKN=1)
@@ -236,7 +235,7 @@ class SimulatedNode:
             return None
         return asyncio.ensure_future(self._stream(connection, field, make_reply))
 
-    async def _stream(self, connection: Connection, field: Field, make_reply: Callable[[], Params]) -> None:
+    async def _stream(self, connection: Connection, field: Field, make_reply: Callable[[], _Params]) -> None:
         loop = asyncio.get_running_loop()
         interval = 1.0 / self.rate if self.rate else 0.0
         deadline = loop.time()
@@ -258,38 +257,38 @@ class SimulatedNode:
 
     # Commands: each validates the request's params, then returns a function making one reply.
 
-    def _swep(self, field: Field) -> Callable[[], Params]:
+    def _swep(self, field: Field) -> Callable[[], _Params]:
         fsta = _number(field, "FSTA", 400, 0.0, MAX_FREQUENCY_MHZ)
         fstp = _number(field, "FSTP", 500, 0.0, MAX_FREQUENCY_MHZ)
         resb = _number(field, "RESB", 100000, 1.0, 1e9)
         rlev = _number(field, "RLEV", -20, -200.0, 50.0)
         if fstp <= fsta:
-            raise BadRequest("FSTP must be greater than FSTA")
+            raise _BadRequest("FSTP must be greater than FSTA")
         span_hz = (float(fstp) - float(fsta)) * 1e6
         bins = max(1, min(MAX_BINS, round(span_hz / float(resb))))
         used_resb = round(span_hz / bins)
 
-        def reply() -> Params:
+        def reply() -> _Params:
             pdat = self.scene.sweep(float(fsta), float(fstp), bins, float(rlev), self.elapsed())
             return {"PDAT": pdat, "FSTA": fsta, "FSTP": fstp, "RESB": used_resb, "RLEV": rlev, "NBIN": bins}
 
         return reply
 
-    def _time(self, field: Field) -> Callable[[], Params]:
+    def _time(self, field: Field) -> Callable[[], _Params]:
         fctr = _number(field, "FCTR", 446, 0.0, MAX_FREQUENCY_MHZ)
         samp = _number(field, "SAMP", 4096, 1, 2**31 - 1, integer=True)
         deci = _number(field, "DECI", 8, 1, 65536, integer=True)
         samples = min(int(samp), MAX_SAMPLES)
         decimation = int(deci)
 
-        def reply() -> Params:
+        def reply() -> _Params:
             diqt = self.scene.iq(float(fctr), samples, decimation, self.elapsed())
             return {"DIQT": diqt, "FCTR": fctr, "SAMP": samples, "DECI": decimation}
 
         return reply
 
-    def _stat(self, field: Field) -> Callable[[], Params]:
-        def reply() -> Params:
+    def _stat(self, field: Field) -> Callable[[], _Params]:
+        def reply() -> _Params:
             connections = list(self._connections)
             addresses = []
             for connection in connections:
@@ -305,8 +304,8 @@ class SimulatedNode:
 
         return reply
 
-    def _gps(self, field: Field) -> Callable[[], Params]:
-        def reply() -> Params:
+    def _gps(self, field: Field) -> Callable[[], _Params]:
+        def reply() -> _Params:
             now = time.time()
             return {
                 "LATI": 52205300,
