@@ -358,3 +358,12 @@ def test_stream_stops_quietly_when_its_reader_goes_away(node: str) -> None:
     assert process.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert "error" not in stderr
+
+
+def test_console_script() -> None:
+    script = Path(sys.executable).with_name("ncplib")
+    if not script.exists():
+        pytest.skip("ncplib is not installed as a console script in this environment")
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=30, env=ENV)
+    assert result.returncode == 0
+    assert result.stdout.startswith("ncplib ")
