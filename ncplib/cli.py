@@ -431,9 +431,15 @@ def _reason(ex: BaseException) -> str:
     while cause is not None:
         errno = getattr(cause, "errno", None)
         if isinstance(errno, int):
+            if isinstance(cause, ConnectionRefusedError):
+                return "Connection refused"
             if isinstance(cause, socket.gaierror):
                 return str(cause.strerror)  # Name resolution: errno is not an OS error number.
-            return os.strerror(errno)
+            text = os.strerror(errno)
+            if not text.startswith("Unknown error"):
+                return text
+            # Windows socket error numbers are unknown to strerror; the error has its own text.
+            return str(getattr(cause, "strerror", None) or cause)
         cause = cause.__cause__
     text = str(ex).strip() or type(ex).__name__
     return text.splitlines()[0]

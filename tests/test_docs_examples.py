@@ -97,7 +97,10 @@ def node_port() -> Iterator[int]:
         assert "listening on" in line, line
         yield int(line.split(" (")[0].rsplit(":", 1)[1])
     finally:
-        process.send_signal(signal.SIGINT)
+        if sys.platform == "win32":
+            process.terminate()
+        else:
+            process.send_signal(signal.SIGINT)
         try:
             process.communicate(timeout=10)
         except subprocess.TimeoutExpired:
