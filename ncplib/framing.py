@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from struct import Struct
+from typing import NoReturn
 
 from ncplib import _wire as w
 from ncplib.errors import DecodeError
@@ -55,16 +56,18 @@ class PacketReader:
     """
 
     __slots__ = (
-        "max_packet_size",
-        "use_numpy",
         "_buf",
-        "_start",
         "_end",
+        "_error",
+        "_next_header",
         "_own",
         "_own_filled",
         "_own_size",
+        "_pending",
         "_ready",
-        "_error",
+        "_start",
+        "max_packet_size",
+        "use_numpy",
     )
 
     def __init__(self, *, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE, use_numpy: bool = False) -> None:
@@ -80,6 +83,10 @@ class PacketReader:
         self._own: bytearray | None = None
         self._own_filled = 0
         self._own_size = 0
+        # Where the next header not yet validated starts in the shared buffer.
+        self._next_header = 0
+        # The error of a bad header behind complete packets: raised once they have been read.
+        self._pending: DecodeError | None = None
         # Large packets received in full, waiting to be decoded, oldest first.
         self._ready: deque[bytearray] = deque()
         self._error: DecodeError | None = None
@@ -121,7 +128,7 @@ class PacketReader:
                 self._grow_own()
             return memoryview(self._own)[self._own_filled :]
         if self._start == self._end:
-            self._start = self._end = 0
+            self._start = self._end = self._next_header = 0
         elif len(self._buf) - self._end < 4096 or self._end > len(self._buf) // 2:
             self._compact()
             if len(self._buf) - self._end < 4096:
@@ -139,6 +146,8 @@ class PacketReader:
         :raises ncplib.DecodeError: if a packet header is invalid or announces a packet larger
             than ``max_packet_size``.
         """
+        if self._error is not None:
+            raise self._error
         own = self._own
         if own is not None:
             self._own_filled += nbytes
@@ -146,9 +155,10 @@ class PacketReader:
                 self._ready.append(own)
                 self._own = None
                 self._own_filled = 0
-        else:
+        elif self._pending is None:
             self._end += nbytes
-            self._check_header()
+            self._check_headers()
+        # else: the stream is known to be broken; the bytes are dropped.
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """
@@ -198,12 +208,18 @@ class PacketReader:
                 return None
             start = self._start
             if self._end - start < w.PACKET_HEADER_SIZE:
+                if self._pending is not None and start == self._end:
+                    raise self._pending
                 return None
             size = self._packet_size(start)
             if self._end - start < size:
                 return None
             self._start = start + size
-            return decode_packet(bytes(self._buf[start : start + size]), self.use_numpy)
+            if self.use_numpy:
+                # A copy of its own: the arrays view it, and the shared buffer is reused.
+                return decode_packet(self._buf[start : start + size], True)
+            # Decoded values never refer to the buffer they came from: decode in place.
+            return decode_packet(memoryview(self._buf)[start : start + size], False)
         except DecodeError as ex:
             self._error = ex
             raise
@@ -216,8 +232,45 @@ class PacketReader:
     def _compact(self) -> None:
         size = self._end - self._start
         self._buf[:size] = self._buf[self._start : self._end]
+        self._next_header = max(self._next_header - self._start, 0)
         self._start = 0
         self._end = size
+
+    def _check_headers(self) -> None:
+        """
+        Validates every packet header that has arrived in the shared buffer.
+
+        A bad header fails the stream as soon as it arrives, even behind complete packets not
+        yet read, so that a peer cannot make the buffer grow behind an impossible packet.
+        """
+        self._check_header()
+        if self._own is not None:
+            return
+        pos = max(self._next_header, self._start)
+        end = self._end
+        while end - pos >= w.PACKET_HEADER_SIZE:
+            size, problem = self._inspect_header(pos)
+            if problem is not None:
+                # The packets before it are still delivered; nothing from it on is kept.
+                self._pending = DecodeError(problem)
+                self._end = pos
+                break
+            if end - pos < size:
+                break
+            pos += size
+        self._next_header = pos
+
+    def _inspect_header(self, pos: int) -> tuple[int, str | None]:
+        """The size of the packet whose complete header is at ``pos``, and what is wrong with it."""
+        magic, _type, size_words = _HEADER_PREFIX.unpack_from(self._buf, pos)
+        size: int = size_words * 4
+        if magic != w.PACKET_HEADER_MAGIC:
+            return size, f"Invalid packet header magic {magic.hex()}"
+        if size < w.MIN_PACKET_SIZE:
+            return size, f"Packet header gives {size} bytes, less than a header and footer"
+        if size > self.max_packet_size:
+            return size, f"Packet of {size} bytes exceeds the maximum of {self.max_packet_size} bytes"
+        return size, None
 
     def _check_header(self) -> None:
         """Validates the header at the start of the buffered bytes, once it has arrived."""
@@ -225,14 +278,9 @@ class PacketReader:
         available = self._end - start
         if available < w.PACKET_HEADER_SIZE:
             return
-        magic, _type, size_words = _HEADER_PREFIX.unpack_from(self._buf, start)
-        size = size_words * 4
-        if magic != w.PACKET_HEADER_MAGIC:
-            self._fail(f"Invalid packet header magic {magic.hex()}")
-        if size < w.MIN_PACKET_SIZE:
-            self._fail(f"Packet header gives {size} bytes, less than a header and footer")
-        if size > self.max_packet_size:
-            self._fail(f"Packet of {size} bytes exceeds the maximum of {self.max_packet_size} bytes")
+        size, problem = self._inspect_header(start)
+        if problem is not None:
+            self._fail(problem)
         if size > available and size >= _OWN_BUFFER_SIZE:
             # Move the partial packet into a buffer of its own, received into from now on.
             own = bytearray(min(size, max(_OWN_BUFFER_START, 2 * available)))
@@ -240,7 +288,7 @@ class PacketReader:
             self._own = own
             self._own_filled = available
             self._own_size = size
-            self._start = self._end = 0
+            self._start = self._end = self._next_header = 0
 
     def _grow_own(self) -> None:
         # A new buffer, not a resize: the caller may still hold a view of the old one.
@@ -250,6 +298,6 @@ class PacketReader:
         grown[: self._own_filled] = own
         self._own = grown
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str) -> NoReturn:
         self._error = DecodeError(message)
         raise self._error
