@@ -27,6 +27,37 @@ CASES: dict[str, str] = {
 _TIME_ITEMS = {"c-time-1m": 512 * 1024, "c-time-16m": 8 * 1024 * 1024}
 
 
+#: glibc mallopt parameters and the values :func:`steady_malloc` sets.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's maximum
+_TRIM_THRESHOLD = 256 * 1024 * 1024
+
+
+def steady_malloc() -> bool:
+    """
+    Makes glibc's malloc keep and reuse freed memory, in this process; returns whether it could.
+
+    By default glibc gives large blocks back to the system when they are freed, and a process
+    that allocates and frees a megabyte per call may then pay a page fault per 4 KiB on every
+    call, or not, depending on what else its heap holds. That makes figures of the large cases
+    swing by 20x between runs. Both processes of a benchmark run call this, so both get the
+    same, steady behaviour. Returns False (and changes nothing) where malloc is not glibc's.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mmap_set = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD))
+    return mmap_set and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+
+
 def _sweep_bins() -> array.array[int]:
     # A deterministic spectrum-like ramp: a noise floor with a few peaks.
     return array.array("B", (((i * 37) % 23) + (200 if i % 1024 == 512 else 40) for i in range(8192)))

@@ -32,6 +32,7 @@ TARGETS: dict[tuple[str, str, str], dict[str, float]] = {
 PURE_TARGET = 1.0
 
 RESULTS = pytest.StashKey[dict[tuple[str, str, str, str], dict[str, Any]]]()
+STEADY_MALLOC = pytest.StashKey[bool]()
 REFERENCE_INFO = pytest.StashKey[dict[str, Any]]()
 
 
@@ -68,10 +69,11 @@ def record(config: pytest.Config, case: str, op: str, mode: str, codec: str, ben
 class ReferenceWorker:
     """The reference ncplib in a process of its own, answering timing requests."""
 
-    def __init__(self, python: Path) -> None:
+    def __init__(self, python: Path, steady_malloc: bool) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "NCPLIB_"))}
+        options = ["--steady-malloc"] if steady_malloc else []
         self._process = subprocess.Popen(
-            [str(python), "-E", "-s", str(BENCH / "reference_worker.py")],
+            [str(python), "-E", "-s", str(BENCH / "reference_worker.py"), *options],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=None,
@@ -220,6 +222,7 @@ def write_json(
         "quick": bool(config.getoption("bench_quick")),
         "benchmark_options": benchmark_options(config),
         "active_codec": implementation(),
+        "steady_malloc": config.stash.get(STEADY_MALLOC, False),
         "reference": config.stash.get(REFERENCE_INFO, None),
         "cases": bench_cases.CASES,
         "results": [

@@ -7,6 +7,8 @@ Options (besides pytest-benchmark's own ``--benchmark-*``):
 - ``--bench-json PATH``: where the comparison is written (default
   ``.benchmarks/ncplib-codecs.json``; ``-`` for nowhere).
 - ``--bench-no-reference``: leave the reference ncplib out (no ratios then).
+- ``--bench-default-malloc``: do not make glibc's malloc keep freed memory (see
+  :func:`bench_cases.steady_malloc`) in this process and the reference's.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench_cases import steady_malloc
 from bench_support import (
     REFERENCE_INFO,
     RESULTS,
+    STEADY_MALLOC,
     ReferenceWorker,
     comparison,
     size_independence,
@@ -41,11 +45,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="write the comparison here, relative to the rootdir ('-' for nowhere)",
     )
     group.addoption("--bench-no-reference", action="store_true", help="do not run the reference ncplib")
+    group.addoption(
+        "--bench-default-malloc",
+        action="store_true",
+        help="leave glibc malloc's defaults (figures of large cases then swing between runs)",
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[RESULTS] = {}
+    config.stash[STEADY_MALLOC] = not config.getoption("bench_default_malloc", False) and steady_malloc()
     if not config.getoption("benchmark_columns", None):
         config.option.benchmark_columns = ["min", "median", "iqr", "rounds", "iterations"]
     if config.getoption("bench_quick", False):
@@ -65,7 +75,7 @@ def reference(request: pytest.FixtureRequest) -> Any:
         python = reference_python()
     except Exception as ex:
         pytest.skip(f"reference ncplib unavailable: {ex}")
-    worker = ReferenceWorker(python)
+    worker = ReferenceWorker(python, steady_malloc=request.config.stash[STEADY_MALLOC])
     request.config.stash[REFERENCE_INFO] = worker.info
     yield worker
     worker.close()

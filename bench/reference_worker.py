@@ -2,7 +2,8 @@
 Times the reference ncplib 6.1.0 for the codec benchmarks, in a process of its own.
 
 Run by the interpreter of the reference virtual environment (see ``tools/refenv.py``); it
-imports only that environment's ``ncplib`` and ``bench_cases`` beside this file. It reads one
+imports only that environment's ``ncplib`` and ``bench_cases`` beside this file. With
+``--steady-malloc`` it first calls :func:`bench_cases.steady_malloc`, as the benchmarks do. It reads one
 JSON request per line on stdin and answers with one JSON line on stdout:
 
 - ``{"cmd": "info"}``: the reference's version, file and Python version;
@@ -116,6 +117,7 @@ class Cases:
     def __init__(self) -> None:
         self._args: dict[str, tuple[Any, ...]] = {}
         self._wire: dict[str, bytes] = {}
+        self.steady_malloc = False
 
     def args(self, case: str) -> tuple[Any, ...]:
         if case not in self._args:
@@ -149,6 +151,7 @@ def handle(request: dict[str, Any], cases: Cases) -> dict[str, Any]:
             "file": ncplib.__file__,
             "python": platform.python_version(),
             "implementation": platform.python_implementation(),
+            "steady_malloc": cases.steady_malloc,
         }
     if cmd == "prepare":
         wire = cases.wire(request["case"])
@@ -174,9 +177,11 @@ def _distribution_version() -> str:
 
 def main() -> int:
     """Serves requests until stdin ends."""
+    steady = "--steady-malloc" in sys.argv[1:] and bench_cases.steady_malloc()
     out = sys.stdout
     sys.stdout = sys.stderr  # anything else printed must not corrupt the answers
     cases = Cases()
+    cases.steady_malloc = steady
     for line in sys.stdin:
         if not line.strip():
             continue
