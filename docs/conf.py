@@ -7,11 +7,11 @@ import sys
 
 sys.path.insert(0, os.path.abspath(".."))
 
-import ncplib  # noqa: E402
+import ncplib
 
 project = "ncplib"
 author = "ncplib developers"
-copyright = "CRFS and ncplib developers"  # noqa: A001
+copyright = "CRFS and ncplib developers"
 release = ncplib.__version__
 version = ".".join(release.split(".")[:2])
 
