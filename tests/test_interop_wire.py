@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from peers.expected import EXPECTED_VALUES
 from peers.harness import RefServers, client_peer, run, serving
 
 import ncplib
@@ -205,8 +206,6 @@ def test_our_bytes_match_the_reference_structure(
 def test_our_numpy_mode_client_receives_read_only_arrays(
     server_kind: str, ref_servers: RefServers, tmp_path: Path
 ) -> None:
-    from test_interop_peers import EXPECTED_VALUES
-
     dtypes = {"B": "|u1", "b": "|i1", "H": "<u2", "h": "<i2", "I": "<u4", "i": "<i4"}
     dtypes.update({"L": "<u8", "l": "<i8", "f": "<f4", "d": "<f8"})
     expected = {}
