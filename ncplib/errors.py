@@ -71,7 +71,8 @@ class _CommandMixin:
     code: int
 
     def __init__(self, field: Field, detail: str, code: int) -> None:
-        super().__init__(f"{detail} (code {code})\n  Field: {field!r}")
+        where = f"{getattr(field, 'packet_type', '?')} {getattr(field, 'name', '?')}"
+        Exception.__init__(self, f"{where} {detail!r} (code {code})")  # type: ignore[arg-type]
         self.field = field
         self.detail = detail
         self.code = code
