@@ -80,6 +80,13 @@ def test_wheel_matrix_covers_every_supported_cpython() -> None:
     assert cibw["environment"]["NCPLIB_REQUIRE_COMPILED"] == "1"
     assert cibw["test-extras"] == ["test"]
     assert "tests" in cibw["test-sources"]
+    assert "ncplib" not in cibw["test-sources"]
+
+
+def test_wheel_tests_and_dist_checks_copy_the_same_sources() -> None:
+    cibw = load_pyproject()["tool"]["cibuildwheel"]
+    check_dist = pytest.importorskip("tools.check_dist")
+    assert list(check_dist.TEST_SOURCES) == cibw["test-sources"]
 
 
 def workflow_files() -> list[Path]:

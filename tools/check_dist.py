@@ -14,8 +14,9 @@ package index (build isolation and the test dependencies); it does not need Dock
 2. Each of the compiled wheel, the sdist (built from source by pip) and the pure wheel is
    installed into a fresh virtual environment with the ``test`` extra. There, ``ncplib`` must
    import from that environment, with the compiled codec active (wheel, sdist) or the pure one
-   (pure wheel), and the test suite must pass when run from a scratch copy of ``tests/``, so the
-   source tree cannot be imported by mistake. By default the run leaves out the tests marked
+   (pure wheel), and the test suite must pass when run from a scratch copy of ``tests/`` (with
+   the docs and README whose examples it checks), so the source tree cannot be imported by
+   mistake. By default the run leaves out the tests marked
    ``interop``, ``load`` and ``slow``, which the full run of ``tools/run_tests.py`` covers; pytest
    arguments after ``--`` replace that selection.
 3. ``cibuildwheel --print-build-identifiers`` must list exactly the intended wheel builds for
@@ -60,6 +61,9 @@ EXPECTED_BUILDS = {
     "windows": [f"{py}-win_amd64" for py in PYTHONS],
     "macos": [f"{py}-macosx_{arch}" for py in PYTHONS for arch in ("x86_64", "arm64")],
 }
+
+# What the tests need beside them; the same list as test-sources in [tool.cibuildwheel].
+TEST_SOURCES = ("tests", "tools", "docs", "README.rst", "pyproject.toml")
 
 SDIST_REQUIRED = (
     "pyproject.toml",
@@ -246,9 +250,13 @@ def install_and_test(
     # A scratch directory with a copy of the tests and nothing importable as ncplib.
     scratch = work / f"run-{label}"
     scratch.mkdir()
-    shutil.copytree(ROOT / "tests", scratch / "tests", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "tools", scratch / "tools", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy2(ROOT / "pyproject.toml", scratch / "pyproject.toml")
+    for name in TEST_SOURCES:
+        source = ROOT / name
+        if source.is_dir():
+            ignore = shutil.ignore_patterns("__pycache__", "_build", ".hypothesis")
+            shutil.copytree(source, scratch / name, ignore=ignore)
+        else:
+            shutil.copy2(source, scratch / name)
     expect(not (scratch / "ncplib").exists(), "scratch directory must not hold ncplib")
 
     probe = json.loads(run([python, "-c", PROBE], cwd=scratch, env=clean_env(), timeout=120))
