@@ -76,22 +76,27 @@ def repaired(data: bytes) -> bytes | None:
 
 
 @atheris.instrument_func
-def decode_checked(decode: Any, buf: Any, use_numpy: bool) -> tuple[Any, list[type[Warning]]]:
+def decode_checked(decode: Any, buf: Any, use_numpy: bool) -> tuple[Any, list[str], str | None]:
     """
-    Decodes, allowing DecodeError and DecodeWarning only; returns (packet or None, warning classes).
+    Decodes, allowing DecodeError and DecodeWarning only.
+
+    Returns the packet (None after a DecodeError), the warnings' messages, and the DecodeError's
+    message (or None).
     """
+    error = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             packet = decode(buf, use_numpy)
-        except DecodeError:
+        except DecodeError as ex:
             packet = None
+            error = str(ex)
     for warning in caught:
         if not issubclass(warning.category, DecodeWarning):
             raise AssertionError(f"unexpected {warning.category.__name__}: {warning.message}")
     if packet is not None:
         check_shape(packet, use_numpy)
-    return packet, [warning.category for warning in caught]
+    return packet, [str(warning.message) for warning in caught], error
 
 
 @atheris.instrument_func
@@ -180,17 +185,17 @@ def check_roundtrip(encode: Any, decode: Any, packet: Any) -> None:
 
 
 def _decode_target(codec: Any, data: bytes) -> None:
-    packet, _ = decode_checked(codec.decode_packet, data, False)
+    packet, _, _ = decode_checked(codec.decode_packet, data, False)
     if packet is not None:
         check_roundtrip(codec.encode_packet, codec.decode_packet, packet)
     fixed = repaired(data)
     if fixed is None:
         return
-    packet, _ = decode_checked(codec.decode_packet, fixed, False)
+    packet, _, _ = decode_checked(codec.decode_packet, fixed, False)
     if packet is not None:
         check_roundtrip(codec.encode_packet, codec.decode_packet, packet)
     if numpy is not None:
-        packet, _ = decode_checked(codec.decode_packet, bytearray(fixed), True)
+        packet, _, _ = decode_checked(codec.decode_packet, bytearray(fixed), True)
         if packet is not None:
             check_roundtrip(codec.encode_packet, codec.decode_packet, packet)
 
@@ -209,19 +214,22 @@ def _encode_outcome(encode: Any, packet: Any) -> Any:
     try:
         return encode(*packet)
     except (ValueError, TypeError) as ex:
-        return type(ex)
+        return (type(ex), str(ex))
 
 
 def differential(data: bytes) -> None:
-    """Both codecs decode to the same packet with the same warnings, or both raise DecodeError."""
+    """
+    Both codecs decode to the same packet with the same warnings, or raise the same DecodeError
+    (messages included), and encode it to the same bytes or refuse it with the same exception.
+    """
     fixed = repaired(data)
     inputs = [(data, False)] if fixed is None else [(data, False), (fixed, False), (fixed, True)]
     for buf, use_numpy in inputs:
         if use_numpy and numpy is None:
             continue
-        pure, pure_warnings = decode_checked(_pycodec.decode_packet, buf, use_numpy)
-        compiled, compiled_warnings = decode_checked(_codec.decode_packet, buf, use_numpy)
-        assert (pure is None) == (compiled is None), ("one codec raised DecodeError", pure, compiled)
+        pure, pure_warnings, pure_error = decode_checked(_pycodec.decode_packet, buf, use_numpy)
+        compiled, compiled_warnings, compiled_error = decode_checked(_codec.decode_packet, buf, use_numpy)
+        assert pure_error == compiled_error, ("DecodeError differs", pure_error, compiled_error)
         assert pure_warnings == compiled_warnings, (pure_warnings, compiled_warnings)
         if pure is None:
             continue
