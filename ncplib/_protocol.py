@@ -79,6 +79,10 @@ class NCPProtocol(asyncio.BufferedProtocol):
         self._read_paused = False
         self._write_paused = False
         self.last_received = self._loop.time()
+        # When the first bytes of a packet not yet complete (or read) arrived; None when no such
+        # bytes are held. A packet must arrive whole within the timeout from then, so a peer
+        # that trickles bytes cannot hold the connection forever.
+        self._pending_since: float | None = None
         self._pending: list[Any] | None = None
         self._write_buffers: Callable[[Sequence[Any]], None] = self._writelines_joined
         #: Called once the transport is gone (the connection stops its timers and logs).
@@ -106,6 +110,8 @@ class NCPProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.last_received = self._loop.time()
+        if self._pending_since is None:
+            self._pending_since = self.last_received
         if self._head is not None:
             self._head_updated(nbytes)
             return
@@ -164,6 +170,8 @@ class NCPProtocol(asyncio.BufferedProtocol):
         self._head_done = bytes(head[:end])
         rest = head[end : self._head_len]
         self._head = None
+        # The head is complete: the clock starts again for the first packet.
+        self._pending_since = self.last_received if rest else None
         if rest:
             try:
                 self.reader.feed(rest)
@@ -177,7 +185,8 @@ class NCPProtocol(asyncio.BufferedProtocol):
         Waits for the HTTP head the protocol was collecting, then switches to NCP.
 
         :raises ncplib.NetworkError: if the head is too large or the connection was lost.
-        :raises ncplib.NetworkTimeoutError: if nothing arrived for ``timeout`` seconds.
+        :raises ncplib.NetworkTimeoutError: if the head did not arrive whole within ``timeout``
+            seconds of its first byte (or of the call, when none arrived).
         :returns: The head, up to and including the blank line.
         """
         while self._head_done is None:
@@ -201,6 +210,9 @@ class NCPProtocol(asyncio.BufferedProtocol):
         except DecodeError as ex:
             self._fail(ex)
             raise
+        if packet is not None:
+            # A packet arrived whole: whatever follows it gets a full timeout of its own.
+            self._pending_since = self._loop.time() if self.reader.buffered else None
         if self._read_paused and self.reader.buffered <= self.high_water // 4:
             self._resume_reading()
         return packet
@@ -226,8 +238,10 @@ class NCPProtocol(asyncio.BufferedProtocol):
         """
         Waits until more bytes may complete a packet, or the connection ends.
 
-        :raises ncplib.NetworkTimeoutError: if nothing at all was received for ``timeout`` seconds
-            (counted from the later of the last byte received and the start of the wait).
+        :raises ncplib.NetworkTimeoutError: if no complete packet arrived within ``timeout``
+            seconds, counted from the first byte of the packet still incomplete, or from the
+            start of the wait when none of it is held: bytes that never complete a packet (a
+            peer sending one now and then) do not keep the connection alive.
         """
         if self._read_paused:
             # The application waits for a packet that has not fully arrived: let it in.
@@ -242,7 +256,8 @@ class NCPProtocol(asyncio.BufferedProtocol):
             nonlocal timer
             if waiter.done():
                 return
-            due = max(self.last_received, start) + timeout
+            pending = self._pending_since
+            due = (start if pending is None else pending) + timeout
             if due > loop.time() + 0.001:
                 timer = loop.call_at(due, on_timer)
                 return

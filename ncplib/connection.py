@@ -294,7 +294,8 @@ class Connection(_AsyncFields):
 
         :raises ncplib.ConnectionClosed: if the connection is closed (also after :meth:`close`).
         :raises ncplib.NetworkError: if the connection was lost.
-        :raises ncplib.NetworkTimeoutError: if nothing was received for the connection's timeout.
+        :raises ncplib.NetworkTimeoutError: if no complete packet (a keep-alive counts) arrived
+            within the connection's timeout; a packet trickling in too slowly counts as none.
         :raises ncplib.DecodeError: if a malformed or oversized packet arrived; the connection is
             then closed.
         :raises ncplib.CommandError: on a client connection, for a field holding an ``ERRO`` param
