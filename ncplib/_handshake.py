@@ -9,11 +9,13 @@ for a legacy client that proposed none. Both sides then send keep-alives and tim
 
 from __future__ import annotations
 
+import asyncio
 import warnings
+from collections.abc import Awaitable
 from typing import Any
 
 from ncplib.connection import Connection
-from ncplib.errors import DecodeWarning, NCPWarning
+from ncplib.errors import DecodeWarning, NCPWarning, NetworkTimeoutError
 
 __all__ = ["MIN_TIMEOUT", "MAX_TIMEOUT", "negotiate_timeout", "client_handshake", "server_handshake"]
 
@@ -52,14 +54,35 @@ def _apply(connection: Connection, negotiated: int, own_timeout: int) -> None:
     connection._start_keepalive(negotiated)
 
 
+async def _within(steps: Awaitable[None], timeout: int) -> None:
+    # The handshake as a whole has the timeout: a peer that keeps sending something other than
+    # the next step (fields, keep-alives) must not hold the connection forever.
+    if timeout <= 0:
+        await steps
+        return
+    try:
+        await asyncio.wait_for(steps, timeout)
+    except NetworkTimeoutError:
+        raise
+    except asyncio.TimeoutError as ex:
+        raise NetworkTimeoutError(f"Handshake not completed within {timeout} seconds") from ex
+
+
 async def client_handshake(
     connection: Connection, *, hostname: str, username: str, domain: str, timeout: int
 ) -> None:
     """
-    Runs the client side of the handshake.
+    Runs the client side of the handshake, which must be completed within ``timeout`` seconds.
 
-    :raises ncplib.NCPError: if the connection fails or the server sends an error.
+    :raises ncplib.NCPError: if the connection fails or the server sends an error;
+        :exc:`ncplib.NetworkTimeoutError` if the handshake is not completed in time.
     """
+    await _within(_client_steps(connection, hostname, username, domain, timeout), timeout)
+
+
+async def _client_steps(
+    connection: Connection, hostname: str, username: str, domain: str, timeout: int
+) -> None:
     await connection.recv_field("LINK", "HELO")
     connection.send("LINK", "CCRE", CIW=hostname, CUSR=username, CDOM=domain, LINK=timeout)
     scar = await connection.recv_field("LINK", "SCAR")
@@ -80,10 +103,16 @@ async def client_handshake(
 
 async def server_handshake(connection: Connection, *, timeout: int) -> None:
     """
-    Runs the server side of the handshake. Sets the connection's ``remote_hostname`` from CIW.
+    Runs the server side of the handshake, which must be completed within ``timeout`` seconds.
+    Sets the connection's ``remote_hostname`` from CIW.
 
-    :raises ncplib.NCPError: if the connection fails.
+    :raises ncplib.NCPError: if the connection fails; :exc:`ncplib.NetworkTimeoutError` if the
+        handshake is not completed in time.
     """
+    await _within(_server_steps(connection, timeout), timeout)
+
+
+async def _server_steps(connection: Connection, timeout: int) -> None:
     connection.send("LINK", "HELO")
     ccre = await connection.recv_field("LINK", "CCRE")
     hostname = ccre.get("CIW")
