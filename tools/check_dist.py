@@ -20,7 +20,8 @@ package index (build isolation and the test dependencies); it does not need Dock
    ``interop``, ``load`` and ``slow``, which the full run of ``tools/run_tests.py`` covers; pytest
    arguments after ``--`` replace that selection.
 3. ``cibuildwheel --print-build-identifiers`` must list exactly the intended wheel builds for
-   Linux, Windows and macOS.
+   Linux, Windows and macOS, and the runners of ``.github/workflows/wheels.yml`` (each with its
+   ``CIBW_ARCHS``) must together build each of them exactly once.
 
 Every check runs even when an earlier one failed (unless it needs what failed to build); the
 script then lists the failures and exits non-zero.
@@ -304,6 +305,33 @@ def check_build_identifiers() -> None:
         log(f"cibuildwheel {platform}: the {len(found)} intended builds, nothing else")
 
 
+def check_workflow_matrix() -> None:
+    """The runners of the wheels workflow build every intended wheel, each exactly once."""
+    import yaml
+
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "wheels.yml").read_text(encoding="utf-8"))
+    entries = workflow["jobs"]["binary"]["strategy"]["matrix"]["include"]
+    platforms = {"ubuntu": "linux", "windows": "windows", "macos": "macos"}
+    built: list[str] = []
+    for entry in entries:
+        platform = platforms[entry["os"].split("-")[0]]
+        output = run(
+            [sys.executable, "-m", "cibuildwheel", "--print-build-identifiers", "--platform", platform],
+            cwd=ROOT,
+            env=clean_env(CIBW_ARCHS=entry["archs"]),
+            timeout=300,
+        )
+        found = output.split()
+        expect(bool(found), f"runner {entry['name']} builds nothing")
+        built += found
+    expected = [build for builds in EXPECTED_BUILDS.values() for build in builds]
+    expect(
+        sorted(built) == sorted(expected),
+        f"the wheels workflow's runners build {sorted(built)}, expected each of {sorted(expected)} once",
+    )
+    log(f"wheels workflow: {len(entries)} runners build the {len(built)} intended wheels once each")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1] if __doc__ else None)
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
@@ -327,6 +355,7 @@ def main(argv: list[str]) -> int:
 
     try:
         attempt("cibuildwheel matrix", check_build_identifiers)
+        attempt("wheels workflow matrix", check_workflow_matrix)
         built: list[tuple[Path, Path, Path]] = []
         if attempt("build", lambda: built.append(build_all(work))):
             sdist, wheel, pure_wheel = built[0]
