@@ -75,6 +75,16 @@ def repaired(data: bytes) -> bytes | None:
     return bytes(buf)
 
 
+def other_buffer(data: bytes) -> Any:
+    """
+    The same bytes in another kind of buffer: a bytearray, or a memoryview that starts at an odd
+    address (so no multi-byte item in it is aligned), chosen by the data.
+    """
+    if data[-5] & 1:
+        return memoryview(bytearray(b"\x00" + data))[1:]
+    return bytearray(data)
+
+
 @atheris.instrument_func
 def decode_checked(decode: Any, buf: Any, use_numpy: bool) -> tuple[Any, list[str], str | None]:
     """
@@ -195,7 +205,7 @@ def _decode_target(codec: Any, data: bytes) -> None:
     if packet is not None:
         check_roundtrip(codec.encode_packet, codec.decode_packet, packet)
     if numpy is not None:
-        packet, _, _ = decode_checked(codec.decode_packet, bytearray(fixed), True)
+        packet, _, _ = decode_checked(codec.decode_packet, other_buffer(fixed), True)
         if packet is not None:
             check_roundtrip(codec.encode_packet, codec.decode_packet, packet)
 
@@ -223,7 +233,9 @@ def differential(data: bytes) -> None:
     (messages included), and encode it to the same bytes or refuse it with the same exception.
     """
     fixed = repaired(data)
-    inputs = [(data, False)] if fixed is None else [(data, False), (fixed, False), (fixed, True)]
+    inputs: list[tuple[Any, bool]] = [(data, False)]
+    if fixed is not None:
+        inputs += [(fixed, False), (other_buffer(fixed), True)]
     for buf, use_numpy in inputs:
         if use_numpy and numpy is None:
             continue
