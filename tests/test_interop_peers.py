@@ -9,7 +9,10 @@ are the same code on both sides, so the pairs differ only in which library is un
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -189,7 +192,7 @@ def test_erro_raises_command_error(scenario: Scenario) -> None:
         assert result["replies"] == []
         assert result["error"] == {
             "class": "CommandError",
-            "message": result["error"]["message"],
+            "message": "TEST BADC 'Bad thing' (code 400)",
             "detail": "Bad thing",
             "code": 400,
         }
@@ -219,8 +222,13 @@ def test_warn_issues_command_warning(scenario: Scenario) -> None:
         ok(await client.call(connect_op(port)))
         result = await client.call({"op": "request", "field": "WRNC", "count": 2})
         assert "error" not in result
-        assert [(w["class"], w["detail"], w["code"]) for w in result["warnings"]] == [
-            ("CommandWarning", "Careful now", 123)
+        assert result["warnings"] == [
+            {
+                "class": "CommandWarning",
+                "message": "TEST WRNC 'Careful now' (code 123)",
+                "detail": "Careful now",
+                "code": 123,
+            }
         ]
         # The warning field itself is still delivered, then the data.
         assert [reply["params"] for reply in result["replies"]] == [
@@ -328,6 +336,7 @@ def test_failing_handler_sends_server_error(scenario: Scenario) -> None:
         result = await client.call({"op": "request", "field": "BOOM"})
         assert result["error"]["class"] == "CommandError", result
         assert (result["error"]["detail"], result["error"]["code"]) == ("Server error", 500)
+        assert result["error"]["message"] == "LINK ERRO 'Server error' (code 500)"
 
     scenario.run(body)
 
@@ -369,6 +378,51 @@ def test_connection_log_lines(scenario: Scenario) -> None:
         ]
 
     scenario.run(body)
+
+
+def test_server_log_lines(scenario: Scenario) -> None:
+    seen: dict[str, Any] = {}  # the port, and where the reference server's log grows
+    records: list[logging.LogRecord] = []
+    recorder = logging.Handler(logging.INFO)
+    recorder.emit = records.append  # type: ignore[method-assign]
+    server_logger = logging.getLogger("ncplib.server")
+    previous_level = server_logger.level
+
+    async def body(client: Any, port: int) -> None:
+        seen["port"] = port
+        if scenario.server_kind == "ref":
+            seen["path"] = scenario.ref_servers.get({}).stderr_path
+            seen["offset"] = seen["path"].stat().st_size
+        ok(await client.call(connect_op(port)))
+        ok(await client.call({"op": "request", "field": "BYE", "count": 0}))
+        ok(await client.call({"op": "close"}))
+        for _ in range(100):  # the server logs its side of the close a moment later
+            if "Disconnected" in server_lines():
+                break
+            await asyncio.sleep(0.05)
+
+    def server_lines() -> str:
+        if scenario.server_kind == "ref":
+            with open(seen["path"], "rb") as log:
+                log.seek(seen["offset"])
+                return log.read().decode(errors="replace")
+        return "\n".join(f"INFO:{r.name}:{r.getMessage()}" for r in records if r.levelno == logging.INFO)
+
+    server_logger.addHandler(recorder)
+    server_logger.setLevel(logging.INFO)
+    try:
+        scenario.run(body)
+    finally:
+        server_logger.removeHandler(recorder)
+        server_logger.setLevel(previous_level)
+    lines = [line for line in server_lines().splitlines() if line.startswith("INFO:ncplib.server:")]
+    if scenario.server_kind == "ours":
+        # Started inside the test (the reference server logged this line when it started).
+        assert lines.pop(0) == f"INFO:ncplib.server:Listening on 127.0.0.1:{seen['port']} over NCP"
+    assert len(lines) == 2, lines
+    assert re.fullmatch(r"INFO:ncplib\.server:Connected to 127\.0\.0\.1:\d+ over NCP", lines[0])
+    # By then the server knows the client by the hostname it sent (CIW).
+    assert lines[1] == "INFO:ncplib.server:Disconnected from interop-host over NCP"
 
 
 @pytest.mark.parametrize("auth", [False, True], ids=["tls", "tls-and-auth"])
