@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import warnings
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,46 @@ def test_every_value_type_round_trip(scenario: Scenario) -> None:
         assert reply["packet_type"] == "TEST"
         assert reply["name"] == "ECHO"
         assert reply["params"] == EXPECTED_VALUES
+
+    scenario.run(body)
+
+
+def _pattern_digest(code: str, count: int, padded_count: int) -> dict[str, Any]:
+    from peers.common import pattern
+
+    values = pattern(code, count)
+    values.frombytes(bytes((padded_count - count) * values.itemsize))
+    return {"t": "array", "c": code, "n": padded_count, "crc": zlib.crc32(values.tobytes())}
+
+
+LARGE_DIGESTS = {
+    "A": _pattern_digest("h", 512 * 1024, 512 * 1024),
+    "B": _pattern_digest("B", 1024 * 1024 + 3, 1024 * 1024 + 4),
+    "C": _pattern_digest("d", 3, 3),
+}
+
+
+def test_large_arrays_from_server_to_client(scenario: Scenario) -> None:
+    async def body(client: Any, port: int) -> None:
+        ok(await client.call(connect_op(port)))
+        result = ok(await client.call({"op": "request", "field": "BIGA", "digest": True}))
+        assert result["replies"][0]["params"] == LARGE_DIGESTS
+
+    scenario.run(body)
+
+
+def test_large_arrays_from_client_to_server(scenario: Scenario) -> None:
+    import json
+
+    async def body(client: Any, port: int) -> None:
+        ok(await client.call(connect_op(port)))
+        params = {
+            "A": {"t": "pattern", "c": "h", "n": 512 * 1024},
+            "B": {"t": "pattern", "c": "B", "n": 1024 * 1024 + 3},
+            "C": {"t": "pattern", "c": "d", "n": 3},
+        }
+        result = ok(await client.call({"op": "request", "field": "HASH", "params": params}))
+        assert json.loads(result["replies"][0]["params"]["JSON"]["v"]) == LARGE_DIGESTS
 
     scenario.run(body)
 

@@ -17,6 +17,7 @@ import json
 import logging
 import ssl
 import warnings
+import zlib
 from typing import Any
 
 import ncplib
@@ -57,6 +58,27 @@ def tag(value: Any) -> dict[str, Any]:
     return {"t": type_name, "v": repr(value)}
 
 
+def digest(value: Any) -> dict[str, Any]:
+    """Describes an array or raw value by type, length and CRC-32 of its bytes; others by :func:`tag`."""
+    if isinstance(value, (int, float, str)):
+        return tag(value)
+    code = (
+        value.typecode
+        if isinstance(value, array.array)
+        else getattr(getattr(value, "dtype", None), "str", "")
+    )
+    crc = zlib.crc32(memoryview(value).cast("B"))
+    return {"t": type(value).__name__, "c": code, "n": len(value), "crc": crc}
+
+
+def pattern(code: str, count: int) -> array.array:  # type: ignore[type-arg]
+    """``count`` items of typecode ``code`` filled with a fixed byte pattern."""
+    values = array.array(code)
+    size = count * values.itemsize
+    values.frombytes((bytes(range(251)) * (size // 251 + 1))[:size])
+    return values
+
+
 _SCALARS = {
     "int": int,
     "bool": bool,
@@ -74,6 +96,8 @@ def untag(tagged: dict[str, Any]) -> Any:
         code = tagged["c"]
         items = [float.fromhex(item) for item in tagged["v"]] if code in "fd" else tagged["v"]
         return array.array(code, items)
+    if kind == "pattern":
+        return pattern(tagged["c"], tagged["n"])
     if kind == "float":
         return float.fromhex(tagged["v"])
     if kind == "f64":
@@ -135,7 +159,8 @@ async def handle(connection: Any) -> None:
     sends :func:`canonical_values`; BADC, WRNC and ACKC reply with ERRO, WARN and ACKN params
     (WRNC and ACKC then send DONE; the command names differ from the params because the reference
     client drops fields named WARN or ERRO); ERCO and WACO send ERRC or WARC alone; NAMW and NAME
-    send a field named WARN or ERRO holding neither param, then DONE; WAIT replies DONE after SECS
+    send a field named WARN or ERRO holding neither param, then DONE; HASH describes what arrived
+    by :func:`digest`; BIGA sends large :func:`pattern` arrays; WAIT replies DONE after SECS
     seconds while the handler keeps receiving; INFO tells the remote hostname the server sees;
     BOOM raises; BYE ends the handler.
     """
@@ -168,6 +193,10 @@ async def handle(connection: Any) -> None:
             field.send(DONE=1)
         elif command == "WAIT":
             asyncio.get_running_loop().call_later(float(params["SECS"]), lambda f=field: f.send(DONE=1))
+        elif command == "HASH":
+            field.send(JSON=json.dumps({name: digest(value) for name, value in params.items()}))
+        elif command == "BIGA":
+            field.send(A=pattern("h", 512 * 1024), B=pattern("B", 1024 * 1024 + 3), C=pattern("d", 3))
         elif command == "INFO":
             field.send(HOST=connection.remote_hostname)
         elif command == "BOOM":
@@ -223,8 +252,9 @@ def _describe_warnings(caught: list[warnings.WarningMessage]) -> list[dict[str, 
     return [_describe_exception(item.message) for item in caught if isinstance(item.message, Warning)]
 
 
-def _describe_field(field: Any) -> dict[str, Any]:
-    return {"packet_type": field.packet_type, "name": field.name, "params": tag_params(field)}
+def _describe_field(field: Any, digests: bool = False) -> dict[str, Any]:
+    params = {name: digest(field[name]) for name in field} if digests else tag_params(field)
+    return {"packet_type": field.packet_type, "name": field.name, "params": params}
 
 
 class ClientSession:
@@ -262,7 +292,10 @@ class ClientSession:
         return {"remote_hostname": self.connection.remote_hostname}
 
     async def op_request(self, op: dict[str, Any]) -> dict[str, Any]:
-        """Sends one field (or a packet of several, with ``fields``) and receives ``count`` replies."""
+        """
+        Sends one field (or a packet of several, with ``fields``) and receives ``count`` replies,
+        described value by value (or by :func:`digest` with ``digest``).
+        """
         if "fields" in op:
             fields = {name: untag_params(params) for name, params in op["fields"].items()}
             response = self.connection.send_packet(op.get("packet", PACKET_TYPE), **fields)
@@ -274,7 +307,7 @@ class ClientSession:
         replies: list[dict[str, Any]] = []
         try:
             for _ in range(int(op.get("count", 1))):
-                replies.append(_describe_field(await recv()))
+                replies.append(_describe_field(await recv(), bool(op.get("digest"))))
         except Exception as exc:
             return {"replies": replies, "error": _describe_exception(exc)}
         return {"replies": replies}
