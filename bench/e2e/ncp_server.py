@@ -3,7 +3,9 @@ Streaming NCP server for the end-to-end benchmark; runs with either library's in
 
 It imports whichever ``ncplib`` its interpreter has (ours or the reference 6.1.0) and uses only
 the API both share, plus ``Connection.drain()`` where the library has it. Without ``drain()`` it
-waits on the public ``transport`` write buffer instead, so neither server buffers without bound.
+polls the public ``transport``'s write buffer against the transport's high-water mark instead, so
+neither server buffers without bound. Both keep asyncio's default write-buffer limits unless
+``E2E_WRITE_HIGH`` (bytes) sets another high-water mark.
 
 Usage: ``python ncp_server.py``. Prints ``{"port": N}`` once listening on 127.0.0.1 and serves
 until its standard input closes. A client asks for a stream with packet ``DSPL`` field ``TIME``
@@ -24,7 +26,6 @@ import ncplib
 
 LARGE_SAMPLES = 512 * 1024 // 2  # 512 KiB of i16 per field
 SMALL_BYTES = 256
-HIGH_WATER = 4 * 1024 * 1024
 
 
 async def _backpressure(connection: object) -> None:
@@ -33,17 +34,21 @@ async def _backpressure(connection: object) -> None:
         await drain()
         return
     transport = connection.transport  # type: ignore[attr-defined]
-    # The reference has no drain() to await: poll its public transport instead.
-    while transport.get_write_buffer_size() > HIGH_WATER and not transport.is_closing():  # noqa: ASYNC110
+    # The reference has no drain() to await: poll its public transport instead, against the same
+    # high-water mark that drain() respects.
+    high_water = transport.get_write_buffer_limits()[1]
+    while transport.get_write_buffer_size() > high_water and not transport.is_closing():  # noqa: ASYNC110
         await asyncio.sleep(0.0005)
 
 
 async def stream(connection: object) -> None:
     large = array.array("h", (((i * 7) % 65536) - 32768 for i in range(LARGE_SAMPLES)))
     small = array.array("B", (i % 256 for i in range(SMALL_BYTES)))
-    if os.environ.get("E2E_WRITE_LIMITS") != "default":
-        # The same write buffer for both libraries: large enough to keep a 512 KiB field in flight.
-        connection.transport.set_write_buffer_limits(high=HIGH_WATER)  # type: ignore[attr-defined]
+    high_water = os.environ.get("E2E_WRITE_HIGH")
+    if high_water:
+        # An experiment, for both libraries alike. (On CPython 3.11 a large transport buffer costs
+        # much copying: the transport compacts its bytearray as it sends.)
+        connection.transport.set_write_buffer_limits(high=int(high_water))  # type: ignore[attr-defined]
     async for field in connection:  # type: ignore[attr-defined]
         count = int(field.get("COUN", 0))
         if field.packet_type == "DSPL" and field.name == "TIME":

@@ -184,7 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--only", choices=["large", "small"], help="run one stream only")
     parser.add_argument("--json", type=Path, help="write the raw results here")
+    parser.add_argument(
+        "--nice", type=int, default=0,
+        help="scheduling priority change for the measured processes (negative needs root; default 0)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.nice:
+        # Inherited by every process started from here on, for both libraries alike.
+        os.nice(args.nice)
 
     log_dir = HERE / "logs"
     log_dir.mkdir(exist_ok=True)
@@ -198,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         print("# our ncplib has no client/server here: measuring the reference and raw TCP only")
         configs = [config for config in configs if "ours" not in (config.server, config.client)]
     print(f"# ncplib end-to-end streaming, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"# nice {os.nice(0)}, load average {os.getloadavg()[0]:.1f} at the start")
     print(
         f"# python {platform.python_version()}, our codec: {codec}, {os.cpu_count()} CPUs, "
         f"{args.duration:g} s x {args.repeat} runs per row, medians",
