@@ -86,8 +86,7 @@ DTYPE_TO_TYPE: Final[dict[tuple[str, int], int]] = {
 #: Array typecode -> data type id, by the typecode's item size on this platform, so that
 #: "L" is data u64 where it is 8 bytes wide and data u32 where it is 4.
 TYPECODE_TO_TYPE: Final[dict[str, int]] = {
-    code: DTYPE_TO_TYPE[("i" if code.islower() else "u", array.array(code).itemsize)]
-    for code in "bBhHiIlLqQ"
+    code: DTYPE_TO_TYPE[("i" if code.islower() else "u", array.array(code).itemsize)] for code in "bBhHiIlLqQ"
 }
 TYPECODE_TO_TYPE.update(f=TYPE_DATA_F32, d=TYPE_DATA_F64)
 

@@ -34,7 +34,9 @@ __all__ = [
 ]
 
 #: A param value: one of the supported value types. numpy arrays are accepted too.
-Param = Union[bytes, bytearray, memoryview, str, int, float, u32, i64, u64, f64, bool, "array.array[Any]", Any]
+Param = Union[
+    bytes, bytearray, memoryview, str, int, float, u32, i64, u64, f64, bool, "array.array[Any]", Any
+]
 #: The params of one field: ``(name, value)`` pairs.
 Params = Iterable[tuple[str, Param]]
 #: The fields of one packet: ``(name, id, params)`` triples.
@@ -43,7 +45,9 @@ Fields = Iterable[tuple[str, int, Params]]
 Packet = tuple[str, int, datetime, bytes, list[tuple[str, int, list[tuple[str, Any]]]]]
 
 
-def encode_packet(packet_type: str, packet_id: int, timestamp: datetime, info: bytes, fields: Fields) -> bytes:
+def encode_packet(
+    packet_type: str, packet_id: int, timestamp: datetime, info: bytes, fields: Fields
+) -> bytes:
     """
     Encodes a NCP packet as bytes.
 

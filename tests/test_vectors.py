@@ -32,7 +32,8 @@ def test_handshake_capture_decodes_and_reencodes() -> None:
     for packet in load("handshake.json"):
         wire = bytes.fromhex(packet["wire_hex"])
         packet_type, packet_id, timestamp, info, fields = decode_packet(wire)
-        assert (packet_type, packet_id, info.hex()) == (packet["packet_type"], packet["packet_id"], packet["info_hex"])
+        expected = (packet["packet_type"], packet["packet_id"], packet["info_hex"])
+        assert (packet_type, packet_id, info.hex()) == expected
         assert [(n, i, [(p, repr(v)) for p, v in ps]) for n, i, ps in fields] == [
             (n, i, [tuple(p) for p in ps]) for n, i, ps in packet["fields"]
         ]

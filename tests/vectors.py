@@ -67,10 +67,10 @@ def same_packet(a: Any, b: Any) -> bool:
     """Two decoded packets are identical, value types included."""
     if a[:4] != b[:4] or len(a[4]) != len(b[4]):
         return False
-    for (an, ai, ap), (bn, bi, bp) in zip(a[4], b[4]):
+    for (an, ai, ap), (bn, bi, bp) in zip(a[4], b[4], strict=True):
         if an != bn or ai != bi or len(ap) != len(bp):
             return False
-        for (pa, va), (pb, vb) in zip(ap, bp):
+        for (pa, va), (pb, vb) in zip(ap, bp, strict=True):
             if pa != pb or not same_value(va, vb):
                 return False
     return True
