@@ -1,16 +1,17 @@
 """
 Checks the distributions of ncplib end to end.
 
-Usage: ``python tools/check_dist.py [--keep] [-- pytest arguments]``, with ``build`` and
-``cibuildwheel`` installed (``pip install --group dev``). It needs a C compiler and access to the
-package index (build isolation and the test dependencies); it does not need Docker.
+Usage: ``python tools/check_dist.py [--keep] [-- pytest arguments]``, with ``build``,
+``cibuildwheel`` and ``twine`` installed (``pip install --group dev``). It needs a C compiler and
+access to the package index (build isolation and the test dependencies); it does not need Docker.
 
 1. ``python -m build`` makes an sdist, then a wheel from that sdist (so the sdist is proven to
    build with build isolation); ``NCPLIB_PUREPYTHON=1`` makes the pure-Python wheel from the same
    sdist. The contents and tags of all three are checked: the sdist carries the Cython source, the
    stub, ``py.typed``, ``setup.py``, the README and the tests, and no generated or compiled file;
    both wheels carry ``py.typed`` and the stub and no Cython source; the compiled wheel holds the
-   extension, the pure one is tagged ``py3-none-any`` and holds none.
+   extension, the pure one is tagged ``py3-none-any`` and holds none. ``twine check --strict``
+   validates the metadata and the README that PyPI will render.
 2. Each of the compiled wheel, the sdist (built from source by pip) and the pure wheel is
    installed into a fresh virtual environment with the ``test`` extra. There, ``ncplib`` must
    import from that environment, with the compiled codec active (wheel, sdist) or the pure one
@@ -188,6 +189,12 @@ def build_all(work: Path) -> tuple[Path, Path, Path]:
     )
     pure_wheel = one(sorted(pure.glob("*.whl")), "pure wheel")
     return sdist, wheel, pure_wheel
+
+
+def check_metadata(*dists: Path) -> None:
+    """The metadata is valid and the README renders, as PyPI will need."""
+    run([sys.executable, "-m", "twine", "check", "--strict", *dists], cwd=ROOT, env=clean_env(), timeout=300)
+    log("metadata valid and README renders (twine check --strict)")
 
 
 def check_sdist(sdist: Path) -> None:
@@ -383,6 +390,7 @@ def main(argv: list[str]) -> int:
         built: list[tuple[Path, Path, Path]] = []
         if attempt("build", lambda: built.append(build_all(work))):
             sdist, wheel, pure_wheel = built[0]
+            attempt("metadata", check_metadata, sdist, wheel, pure_wheel)
             attempt("sdist contents", check_sdist, sdist)
             attempt("wheel contents", check_wheel, wheel, compiled=True)
             attempt("pure wheel contents", check_wheel, pure_wheel, compiled=False)
