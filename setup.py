@@ -22,8 +22,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import setuptools
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+
+# pyproject.toml uses metadata (an SPDX license expression) that older setuptools rejects; pip's
+# build isolation always brings a new enough one, but `python setup.py build_ext --inplace` uses
+# the environment's own.
+if int(setuptools.__version__.split(".")[0]) < 77:
+    raise SystemExit(
+        f"ncplib needs setuptools >= 77 to build (this is {setuptools.__version__}): "
+        "run `python -m pip install -U 'setuptools>=77'`, or install with pip"
+    )
 
 try:
     from setuptools.command.bdist_wheel import bdist_wheel
