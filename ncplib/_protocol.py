@@ -35,11 +35,22 @@ __all__ = ["NCPProtocol", "DEFAULT_HIGH_WATER"]
 DEFAULT_HIGH_WATER = 4 * 1024 * 1024
 # Buffers smaller than this are joined before writing where the transport has no real writelines.
 _SMALL_BUFFER = 16 * 1024
+# The least room offered for one read, even at the high-water mark.
+_MIN_READ = 64 * 1024
 _HEAD_END = b"\r\n\r\n"
 
 
 def _has_native_writelines(transport: asyncio.BaseTransport) -> bool:
-    return getattr(type(transport), "writelines", None) is not asyncio.WriteTransport.writelines
+    """
+    Whether the transport's writelines writes the buffers as they are *and* applies flow control.
+
+    asyncio's socket transports do not qualify: before 3.12 their writelines joins everything,
+    and from 3.12 it skips pause_writing (so drain() would never wait).
+    """
+    cls = type(transport)
+    if getattr(cls, "writelines", None) is asyncio.WriteTransport.writelines:
+        return False
+    return cls.__module__ == "asyncio.sslproto" or not cls.__module__.startswith("asyncio.")
 
 
 class NCPProtocol(asyncio.BufferedProtocol):
@@ -106,7 +117,13 @@ class NCPProtocol(asyncio.BufferedProtocol):
         head = self._head
         if head is not None:
             return memoryview(head)[self._head_len :]
-        return self.reader.get_buffer(sizehint)
+        view = self.reader.get_buffer(sizehint)
+        # One read must not carry the held bytes far past the high-water mark (the reader's
+        # buffer grows when packets wait to be read, so it can offer more room than that).
+        room = self.high_water - self.reader.buffered
+        if len(view) > room:
+            view = view[: max(room, _MIN_READ)]
+        return view
 
     def buffer_updated(self, nbytes: int) -> None:
         self.last_received = self._loop.time()
@@ -122,7 +139,9 @@ class NCPProtocol(asyncio.BufferedProtocol):
         except DecodeError as ex:
             self._fail(ex)
             return
-        if not self._read_paused and reader.buffered > self.high_water:
+        if not self._read_paused and not self._waiters and reader.buffered > self.high_water:
+            # Nobody is waiting for a packet: stop reading until the application catches up.
+            # (Never while someone waits: the packet they wait for may be the one arriving.)
             self._pause_reading()
         if nbytes >= needed:
             # A packet (or at least its header) is complete: worth a look.

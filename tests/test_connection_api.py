@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,8 @@ def describe(obj):
     return out
 
 result = {"connect": describe(ncplib.connect), "start_server": describe(ncplib.start_server)}
+from importlib.metadata import version
+result["version"] = version("ncplib")
 for cls in ("Connection", "Response", "Field"):
     klass = getattr(ncplib, cls)
     for name, member in vars(klass).items():
@@ -68,9 +71,12 @@ def reference() -> dict[str, Any]:
         text=True,
         timeout=120,
         cwd=str(Path.home()),
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
         check=True,
     )
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
+    dumped: dict[str, Any] = json.loads(result.stdout)
+    assert dumped["version"] == "6.1.0"
+    return dumped
 
 
 def _same_start(ours: list[list[Any]], theirs: list[list[Any]]) -> None:
@@ -94,7 +100,7 @@ def test_connect_and_start_server_signatures(reference: dict[str, Any]) -> None:
 def test_class_methods(reference: dict[str, Any], cls: str) -> None:
     klass = getattr(ncplib, cls)
     for key, value in reference.items():
-        if not key.startswith(cls + "."):
+        if not key.startswith(cls + ".") or key == "version":
             continue
         params, is_coroutine = value
         name = key.split(".", 1)[1]

@@ -30,19 +30,23 @@ def test_catches_task_destroyed_while_pending() -> None:
         gc.collect()
 
 
+def _leak_a_transport(address: tuple[str, int]) -> None:
+    loop = new_loop()
+
+    async def leak() -> None:
+        await asyncio.open_connection(*address)
+
+    loop.run_until_complete(leak())
+    loop.close()
+
+
 def test_catches_unclosed_transport() -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
     try:
         with pytest.raises(AssertionError, match="unclosed"), no_asyncio_noise():
-            loop = new_loop()
-
-            async def leak() -> None:
-                await asyncio.open_connection(*listener.getsockname())
-
-            loop.run_until_complete(leak())
-            loop.close()
+            _leak_a_transport(listener.getsockname())
     finally:
         listener.close()
 
