@@ -41,7 +41,16 @@ _HEAD_END = b"\r\n\r\n"
 
 
 def _has_native_writelines(transport: asyncio.BaseTransport) -> bool:
-    return getattr(type(transport), "writelines", None) is not asyncio.WriteTransport.writelines
+    """
+    Whether the transport's writelines writes the buffers as they are *and* applies flow control.
+
+    asyncio's socket transports do not qualify: before 3.12 their writelines joins everything,
+    and from 3.12 it skips pause_writing (so drain() would never wait).
+    """
+    cls = type(transport)
+    if getattr(cls, "writelines", None) is asyncio.WriteTransport.writelines:
+        return False
+    return cls.__module__ == "asyncio.sslproto" or not cls.__module__.startswith("asyncio.")
 
 
 class NCPProtocol(asyncio.BufferedProtocol):
@@ -130,7 +139,9 @@ class NCPProtocol(asyncio.BufferedProtocol):
         except DecodeError as ex:
             self._fail(ex)
             return
-        if not self._read_paused and reader.buffered > self.high_water:
+        if not self._read_paused and not self._waiters and reader.buffered > self.high_water:
+            # Nobody is waiting for a packet: stop reading until the application catches up.
+            # (Never while someone waits: the packet they wait for may be the one arriving.)
             self._pause_reading()
         if nbytes >= needed:
             # A packet (or at least its header) is complete: worth a look.
