@@ -114,6 +114,10 @@ class NCPProtocol(asyncio.BufferedProtocol):
             self.on_made()
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        if self._error is not None:
+            # The stream is broken and the transport closing; a TLS transport may still hand
+            # over data it had decrypted. Receive it into scratch memory and drop it.
+            return memoryview(bytearray(4096))
         head = self._head
         if head is not None:
             return memoryview(head)[self._head_len :]
@@ -127,6 +131,8 @@ class NCPProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.last_received = self._loop.time()
+        if self._error is not None:
+            return
         if self._pending_since is None:
             self._pending_since = self.last_received
         if self._head is not None:

@@ -135,7 +135,14 @@ async def connect(
     protocol_factory()
     try:
         _, protocol = await asyncio.wait_for(
-            loop.create_connection(protocol_factory, host, port, ssl=ssl_context), timeout
+            loop.create_connection(
+                protocol_factory,
+                host,
+                port,
+                ssl=ssl_context,
+                ssl_handshake_timeout=timeout if ssl_context is not None and timeout > 0 else None,
+            ),
+            timeout,
         )
     except asyncio.TimeoutError as ex:
         raise NetworkTimeoutError(f"Timed out connecting to {remote_hostname}") from ex

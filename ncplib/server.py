@@ -234,7 +234,16 @@ async def start_server(
 
     try:
         server = await asyncio.wait_for(
-            loop.create_server(protocol_factory, host, port, ssl=ssl, start_serving=start_serving), timeout
+            loop.create_server(
+                protocol_factory,
+                host,
+                port,
+                ssl=ssl,
+                start_serving=start_serving,
+                # A client stuck in the TLS handshake holds no task of ours to cancel on close.
+                ssl_handshake_timeout=timeout if ssl is not None and timeout > 0 else None,
+            ),
+            timeout,
         )
     except asyncio.TimeoutError as ex:
         raise NetworkTimeoutError(f"Timed out listening on {host}:{port}") from ex
