@@ -23,6 +23,7 @@ from datetime import timezone as _py_timezone
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.datetime cimport (
+    PyDateTime_Check,
     datetime_day,
     datetime_hour,
     datetime_microsecond,
@@ -59,6 +60,7 @@ cdef extern from "Python.h":
     object PyLong_FromLongLong(long long v)
     object PyLong_FromUnsignedLongLong(unsigned long long v)
     object PyFloat_FromDouble(double v)
+    long long PyLong_AsLongLongAndOverflow(object o, int* overflow) noexcept
 
 cdef extern from *:
     """
@@ -209,10 +211,30 @@ cdef inline int _reserve(Scratch* s, Py_ssize_t extra) except -1:
 
 
 cdef dict _ENCODED_IDS = {}
+# The last identifier objects encoded, by address: a hit costs no hashing at all. Each slot owns
+# a reference to its string, so the address cannot be reused by another object while cached.
+cdef PyObject* _id_objects[256]
+cdef uint32_t _id_object_words[256]
+memset(_id_objects, 0, sizeof(_id_objects))
 
 
-cdef uint32_t _encode_identifier(object value, str what) except? 0xFFFFFFFF:
+cdef inline uint32_t _encode_identifier(object value, str what) except? 0xFFFFFFFF:
     """The wire word of an identifier (its 4 NUL-padded bytes, read little-endian)."""
+    cdef size_t slot = (<size_t><PyObject*>value >> 4) & 255
+    cdef PyObject* old = _id_objects[slot]
+    cdef uint32_t word
+    if old == <PyObject*>value:
+        return _id_object_words[slot]
+    word = _encode_identifier_word(value, what)
+    if PyUnicode_CheckExact(value):
+        Py_INCREF(value)
+        _id_objects[slot] = <PyObject*>value
+        _id_object_words[slot] = word
+        Py_XDECREF(old)
+    return word
+
+
+cdef uint32_t _encode_identifier_word(object value, str what) except? 0xFFFFFFFF:
     cdef object cached
     cdef Py_ssize_t n, i
     cdef const char* utf8
@@ -406,17 +428,32 @@ cdef int64_t _timestamp_seconds(object timestamp) except? -1:
     return delta.days * 86400 + delta.seconds
 
 
+cdef inline int64_t _exact_u32(object value) noexcept:
+    """``value`` if it is an exact int in u32 range, else -1 (the caller then looks closer)."""
+    cdef int overflow = 0
+    cdef long long v
+    if not PyLong_CheckExact(value):
+        return -1
+    v = PyLong_AsLongLongAndOverflow(value, &overflow)
+    if overflow or v < 0 or v > 0xFFFFFFFF:
+        return -1
+    return v
+
+
 cdef int _put_header(Scratch* s, object packet_type, object packet_id, object timestamp, object info,
                      int64_t packet_size) except -1:
     cdef uint32_t type_word = _encode_identifier(packet_type, "packet type")
     cdef int64_t seconds
     cdef Py_ssize_t info_n
     cdef unsigned char* p
-    if not isinstance(packet_id, int):
-        raise TypeError(f"packet id must be an int, not {type(packet_id).__name__}")
-    if not 0 <= packet_id <= 0xFFFFFFFF:
-        raise ValueError(f"packet id {packet_id!r} is out of range for u32")
-    if not isinstance(timestamp, _py_datetime_type):
+    cdef int64_t id_value = _exact_u32(packet_id)
+    if id_value < 0:
+        if not isinstance(packet_id, int):
+            raise TypeError(f"packet id must be an int, not {type(packet_id).__name__}")
+        if not 0 <= packet_id <= 0xFFFFFFFF:
+            raise ValueError(f"packet id {packet_id!r} is out of range for u32")
+        id_value = PyLong_AsUnsignedLongLong(int(packet_id))
+    if not PyDateTime_Check(timestamp):
         raise TypeError(f"timestamp must be a datetime, not {type(timestamp).__name__}")
     seconds = _timestamp_seconds(timestamp)
     if not 0 <= seconds <= 0xFFFFFFFF:
@@ -437,7 +474,7 @@ cdef int _put_header(Scratch* s, object packet_type, object packet_id, object ti
     p[3] = 0xAA
     _put32(p + 4, type_word)
     _put32(p + 8, <uint32_t>(packet_size >> 2))
-    _put32(p + 12, <uint32_t>PyLong_AsUnsignedLongLong(int(packet_id)))
+    _put32(p + 12, <uint32_t>id_value)
     _put32(p + 16, 1)
     _put32(p + 20, <uint32_t>seconds)
     _put32(p + 24, <uint32_t>(datetime_microsecond(timestamp) * 1000))
@@ -457,6 +494,7 @@ cdef object _encode(object packet_type, object packet_id, object timestamp, obje
     cdef Py_ssize_t field_header, data_size, padding, param_size, pos, off, size
     cdef uint32_t name_word
     cdef int type_id
+    cdef int64_t id_value
     cdef unsigned char* out_p
     cdef Py_buffer view
     s.p = stack
@@ -541,13 +579,16 @@ cdef object _encode(object packet_type, object packet_id, object timestamp, obje
             if (field_size >> 2) > MAX_FIELD_WORDS:
                 raise ValueError(f"Field {field_name!r}: {field_size} bytes is too large")
             name_word = _encode_identifier(field_name, "field name")
-            if type(field_id) is not int and not isinstance(field_id, int):
-                raise TypeError(f"Field {field_name!r}: id must be an int, not {type(field_id).__name__}")
-            if not 0 <= field_id <= 0xFFFFFFFF:
-                raise ValueError(f"Field {field_name!r}: id {field_id!r} is out of range for u32")
+            id_value = _exact_u32(field_id)
+            if id_value < 0:
+                if type(field_id) is not int and not isinstance(field_id, int):
+                    raise TypeError(f"Field {field_name!r}: id must be an int, not {type(field_id).__name__}")
+                if not 0 <= field_id <= 0xFFFFFFFF:
+                    raise ValueError(f"Field {field_name!r}: id {field_id!r} is out of range for u32")
+                id_value = PyLong_AsUnsignedLongLong(int(field_id))
             _put32(s.p + field_header, name_word)
             _put32(s.p + field_header + 4, <uint32_t>(field_size >> 2))
-            _put32(s.p + field_header + 8, <uint32_t>PyLong_AsUnsignedLongLong(int(field_id)))
+            _put32(s.p + field_header + 8, <uint32_t>id_value)
             packet_size += field_size
         _put_header(&s, packet_type, packet_id, timestamp, info, packet_size)
         _reserve(&s, FOOTER_SIZE)
