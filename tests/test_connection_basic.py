@@ -8,7 +8,7 @@ import inspect
 import logging
 
 import pytest
-from netutil import LOOPS, run, serving
+from netutil import LOOPS, raw_handshake, raw_server, run, serving
 
 import ncplib
 
@@ -201,5 +201,63 @@ def test_cancelled_recv_leaves_connection_usable() -> None:
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(response.recv(), 0.01)
             assert (await response.recv())["OK"] == 1
+
+    run(main)
+
+
+def test_field_ids_wrap_at_2_to_the_32(monkeypatch: pytest.MonkeyPatch) -> None:
+    import itertools
+
+    from ncplib import connection as connection_module
+
+    monkeypatch.setattr(connection_module, "_field_ids", itertools.count(2**32 - 1))
+    seen: list[int] = []
+
+    async def handler(connection: ncplib.Connection) -> None:
+        async for field in connection:
+            seen.append(field.id)
+            field.send(OK=1)
+
+    async def main() -> None:
+        async with serving(handler) as (_, port), await ncplib.connect("127.0.0.1", port) as connection:
+            await connection.send("DSPC", "AAAA").recv()
+            await connection.send("DSPC", "BBBB").recv()
+
+    run(main)
+    # The handshake used some ids first; the counter went past 2**32 - 1 and wrapped to 0.
+    assert all(0 <= i < 2**32 for i in seen)
+    assert seen[1] == seen[0] + 1 or (seen[0] == 2**32 - 1 and seen[1] == 0)
+    assert seen[0] < 16
+
+
+def test_info_word_is_the_end_of_the_mac_address() -> None:
+    import uuid
+
+    infos: list[bytes] = []
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ccre = await raw_handshake(reader, writer)
+        infos.append(ccre[3])
+        await reader.read()
+
+    async def main() -> None:
+        async with raw_server(peer) as port:
+            connection = await ncplib.connect("127.0.0.1", port)
+            connection.close()
+            await connection.wait_closed()
+
+    run(main)
+    assert infos == [uuid.getnode().to_bytes(6, "big")[2:]]
+
+
+def test_many_clients_at_once() -> None:
+    async def main() -> None:
+        async with serving(echo) as (_, port):
+
+            async def one(n: int) -> int:
+                async with await ncplib.connect("127.0.0.1", port) as connection:
+                    return int((await connection.send("DSPC", "SWEP", N=n).recv())["N"])
+
+            assert await asyncio.gather(*(one(n) for n in range(40))) == list(range(40))
 
     run(main)

@@ -208,3 +208,40 @@ def test_asyncio_run_with_a_connection_left_open() -> None:
 
     with no_asyncio_noise():
         asyncio.run(main(), debug=True)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_garbage_after_the_handshake_raises_decode_error_and_closes(loop: str) -> None:
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await raw_handshake(reader, writer)
+        writer.write(b"HTTP/1.1 200 OK\r\n" + bytes(range(256)) * 4)
+        await reader.read()
+
+    async def main() -> None:
+        async with raw_server(peer) as port:
+            connection = await ncplib.connect("127.0.0.1", port)
+            with pytest.raises(ncplib.DecodeError):
+                await asyncio.wait_for(connection.recv(), 10)
+            assert connection.is_closing()
+            connection.close()
+            await connection.wait_closed()
+
+    run(main, loop=loop)
+
+
+def test_server_survives_a_garbage_client() -> None:
+    async def handler(connection: ncplib.Connection) -> None:
+        async for field in connection:
+            field.send(OK=1)
+
+    async def main() -> None:
+        async with serving(handler) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(bytes(range(256)) * 64)
+            await asyncio.wait_for(reader.read(), 10)  # The server hangs up on it.
+            writer.close()
+            await writer.wait_closed()
+            async with await ncplib.connect("127.0.0.1", port) as connection:
+                assert (await connection.send("DSPC", "SWEP").recv())["OK"] == 1
+
+    run(main)
