@@ -143,3 +143,16 @@ def test_large_values_appear_as_views_in_buffers(codec: ModuleType) -> None:
     assert len(views) == 2
     assert views[0].obj is data
     assert views[1].obj is raw
+
+
+@CODECS
+def test_identifier_caches_never_confuse_names(codec: ModuleType) -> None:
+    # Many short-lived name strings, built at run time so that new ones may reuse the memory of
+    # old ones: each must still be encoded and decoded as its own text.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    for round_ in range(3):
+        names = ["".join(alphabet[(i * 7 + round_ + k) % 36] for k in range(1 + i % 4)) for i in range(700)]
+        params = [(name, i) for i, name in enumerate(names)]
+        decoded = codec.decode_packet(codec.encode_packet("PACK", 1, TS, b"", [("FIEL", 1, params)]))
+        assert decoded[4][0][2] == params
+        del names, params
