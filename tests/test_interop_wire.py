@@ -132,9 +132,18 @@ def parse_stream(data: bytes) -> list[dict[str, Any]]:
 
 
 def record_exchange(
-    client_kind: str, server_kind: str, ref_servers: RefServers, tmp_path: Path
+    client_kind: str,
+    server_kind: str,
+    ref_servers: RefServers,
+    tmp_path: Path,
+    *,
+    timeout: int = 20,
+    idle: float = 0.0,
 ) -> dict[str, Any]:
-    """Connects through the recording proxy, runs one command, closes, and parses both directions."""
+    """
+    Connects through the recording proxy, runs one command, stays idle for ``idle`` seconds,
+    closes, and parses both directions.
+    """
     recorded: dict[str, Any] = {}
 
     async def main() -> None:
@@ -143,12 +152,14 @@ def record_exchange(
             proxy_port = await proxy.start()
             try:
                 async with client_peer(client_kind, tmp_path) as client:
-                    kwargs = {"hostname": "wire-host", "connection_username": "tester", "timeout": 20}
+                    kwargs = {"hostname": "wire-host", "connection_username": "tester", "timeout": timeout}
                     result = await client.call({"op": "connect", "port": proxy_port, "kwargs": kwargs})
                     assert "error" not in result, result
                     params = {"A": {"t": "u32", "v": 7}, "B": {"t": "str", "v": "x"}}
                     result = await client.call({"op": "request", "field": "ECHO", "params": params})
                     assert "error" not in result, result
+                    if idle:
+                        await client.call({"op": "sleep", "seconds": idle})
                     await client.call({"op": "close"})
                 # Wait for the server's side of the close to pass through.
                 for _ in range(100):
@@ -199,6 +210,23 @@ def test_our_bytes_match_the_reference_structure(
     # The parsed packets leave out what may legitimately differ: timestamps, field ids, info word.
     ours = record_exchange(client_kind, server_kind, ref_servers, tmp_path)[direction]
     assert ours == reference_exchange[direction]
+
+
+@needs_ours
+@pytest.mark.slow
+def test_our_keep_alives_match_the_reference(ref_servers: RefServers, tmp_path: Path) -> None:
+    # With a 5 s timeout each side sends a keep-alive after 3 s without sending anything else
+    # (and the next one 3 s later): 4.5 s idle leaves 1.5 s of slack both ways.
+    ours_to_ref = record_exchange("ours", "ref", ref_servers, tmp_path, timeout=5, idle=4.5)
+    ref_to_ours = record_exchange("ref", "ours", ref_servers, tmp_path, timeout=5, idle=4.5)
+    keep_alive = {"type": b"LINK", "words": 10, "id": 0, "format": 1, "checksum": bytes(4), "fields": []}
+    for side, packets in (
+        ("our client", ours_to_ref["client"]),
+        ("reference server", ours_to_ref["server"]),
+        ("reference client", ref_to_ours["client"]),
+        ("our server", ref_to_ours["server"]),
+    ):
+        assert [packet for packet in packets if not packet["fields"]] == [keep_alive], side
 
 
 @needs_ours
