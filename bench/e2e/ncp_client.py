@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import sys
 import time
+from typing import Any
 
 import ncplib
 
@@ -84,7 +86,16 @@ async def main(port: int, kind: str, mode: str, duration: float, sample_rss: boo
     }
 
 
+def run(coro: Any) -> Any:
+    """``asyncio.run``, on uvloop's event loop when ``E2E_UVLOOP=1`` (ours only; needs uvloop)."""
+    if os.environ.get("E2E_UVLOOP") == "1":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return asyncio.run(coro)
+
+
 if __name__ == "__main__":
     port, kind, mode, duration = int(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4])
     sample = len(sys.argv) > 5 and sys.argv[5] == "rss"
-    print(json.dumps(asyncio.run(main(port, kind, mode, duration, sample))), flush=True)
+    print(json.dumps(run(main(port, kind, mode, duration, sample))), flush=True)

@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import threading
+from typing import Any
 
 import ncplib
 
@@ -84,6 +85,15 @@ async def main() -> None:
     server.close()
 
 
+def run(coro: Any) -> Any:
+    """``asyncio.run``, on uvloop's event loop when ``E2E_UVLOOP=1`` (ours only; needs uvloop)."""
+    if os.environ.get("E2E_UVLOOP") == "1":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return asyncio.run(coro)
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
-    asyncio.run(main())
+    run(main())

@@ -44,18 +44,21 @@ class Config:
     server: str  # "ours", "ref" or "raw"
     client: str  # "ours", "ref" or "raw"
     mode: str = "array"  # our client's decoding mode: "array" or "numpy"
+    uvloop: bool = False  # ours on both sides with uvloop's event loop
 
 
 CONFIGS = [
     Config("large", "reference -> reference", "ref", "ref"),
     Config("large", "ours -> ours, array mode", "ours", "ours", "array"),
     Config("large", "ours -> ours, numpy mode", "ours", "ours", "numpy"),
+    Config("large", "ours -> ours, numpy mode, uvloop", "ours", "ours", "numpy", uvloop=True),
     Config("large", "reference -> ours, numpy mode", "ref", "ours", "numpy"),
     Config("large", "ours -> reference", "ours", "ref"),
     Config("large", "raw TCP ceiling", "raw", "raw"),
     Config("small", "reference -> reference", "ref", "ref"),
     Config("small", "ours -> ours, array mode", "ours", "ours", "array"),
     Config("small", "ours -> ours, numpy mode", "ours", "ours", "numpy"),
+    Config("small", "ours -> ours, array mode, uvloop", "ours", "ours", "array", uvloop=True),
     Config("small", "reference -> ours, array mode", "ref", "ours", "array"),
     Config("small", "ours -> reference", "ours", "ref"),
     Config("small", "raw TCP ceiling", "raw", "raw"),
@@ -69,8 +72,9 @@ def reference_python() -> str:
     return str(find())
 
 
-def clean_env(kind: str) -> dict[str, str]:
+def clean_env(kind: str, uvloop: bool = False) -> dict[str, str]:
     env = dict(os.environ)
+    env["E2E_UVLOOP"] = "1" if uvloop else ""
     env.pop("PYTHONPATH", None)
     # numpy's BLAS threads spin on a busy machine and steal CPU from the measured processes.
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -97,7 +101,7 @@ class Runner:
         with open(self.log_dir / "server.log", "ab") as log:
             return subprocess.Popen(
                 args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, cwd=str(HERE),
-                env=clean_env(config.server),
+                env=clean_env(config.server, config.uvloop),
             )  # fmt: skip
 
     def measure(self, config: Config, duration: float, sample_rss: bool = False) -> dict[str, Any]:
@@ -118,8 +122,8 @@ class Runner:
             started = time.perf_counter()
             with open(self.log_dir / "client.log", "ab") as log:
                 done = subprocess.run(
-                    args, stdout=subprocess.PIPE, stderr=log, cwd=str(HERE), env=clean_env(config.client),
-                    timeout=duration + 120, check=True,
+                    args, stdout=subprocess.PIPE, stderr=log, cwd=str(HERE),
+                    env=clean_env(config.client, config.uvloop), timeout=duration + 120, check=True,
                 )  # fmt: skip
             result: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
             # The server's CPU share over the client's whole run (set-up included), a rough figure.
