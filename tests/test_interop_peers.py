@@ -132,6 +132,23 @@ def test_handshake_and_hostnames(scenario: Scenario) -> None:
     scenario.run(body)
 
 
+def test_reply_packet_id_and_timestamp(scenario: Scenario) -> None:
+    async def body(client: Any, port: int) -> None:
+        ok(await client.call(connect_op(port)))
+        result = ok(await client.call({"op": "request", "field": "ECHO", "meta": True}))
+        meta = result["replies"][0]["meta"]
+        # Replies go out as packet id 1; timestamps decode to aware UTC datetimes of the send time.
+        assert {key: meta[key] for key in ("packet_id", "id_type", "timestamp_type", "utcoffset")} == {
+            "packet_id": 1,
+            "id_type": "int",
+            "timestamp_type": "datetime",
+            "utcoffset": 0.0,
+        }
+        assert -5 < meta["age"] < 30
+
+    scenario.run(body)
+
+
 def test_every_value_type_from_server_to_client(scenario: Scenario) -> None:
     async def body(client: Any, port: int) -> None:
         ok(await client.call(connect_op(port)))

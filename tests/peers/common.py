@@ -18,6 +18,7 @@ import logging
 import ssl
 import warnings
 import zlib
+from datetime import datetime, timezone
 from typing import Any
 
 import ncplib
@@ -252,9 +253,20 @@ def _describe_warnings(caught: list[warnings.WarningMessage]) -> list[dict[str, 
     return [_describe_exception(item.message) for item in caught if isinstance(item.message, Warning)]
 
 
-def _describe_field(field: Any, digests: bool = False) -> dict[str, Any]:
+def _describe_field(field: Any, digests: bool = False, meta: bool = False) -> dict[str, Any]:
     params = {name: digest(field[name]) for name in field} if digests else tag_params(field)
-    return {"packet_type": field.packet_type, "name": field.name, "params": params}
+    described = {"packet_type": field.packet_type, "name": field.name, "params": params}
+    if meta:
+        timestamp = field.packet_timestamp
+        offset = timestamp.utcoffset()
+        described["meta"] = {
+            "packet_id": field.packet_id,
+            "id_type": type(field.id).__name__,
+            "timestamp_type": type(timestamp).__name__,
+            "utcoffset": None if offset is None else offset.total_seconds(),
+            "age": (datetime.now(timezone.utc) - timestamp).total_seconds() if offset is not None else None,
+        }
+    return described
 
 
 class ClientSession:
@@ -294,7 +306,8 @@ class ClientSession:
     async def op_request(self, op: dict[str, Any]) -> dict[str, Any]:
         """
         Sends one field (or a packet of several, with ``fields``) and receives ``count`` replies,
-        described value by value (or by :func:`digest` with ``digest``).
+        described value by value (or by :func:`digest` with ``digest``; with ``meta`` also the
+        packet id, field id type and timestamp).
         """
         if "fields" in op:
             fields = {name: untag_params(params) for name, params in op["fields"].items()}
@@ -307,7 +320,7 @@ class ClientSession:
         replies: list[dict[str, Any]] = []
         try:
             for _ in range(int(op.get("count", 1))):
-                replies.append(_describe_field(await recv(), bool(op.get("digest"))))
+                replies.append(_describe_field(await recv(), bool(op.get("digest")), bool(op.get("meta"))))
         except Exception as exc:
             return {"replies": replies, "error": _describe_exception(exc)}
         return {"replies": replies}
