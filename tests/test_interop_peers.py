@@ -149,6 +149,19 @@ def test_reply_packet_id_and_timestamp(scenario: Scenario) -> None:
     scenario.run(body)
 
 
+def test_async_for_ends_when_the_server_closes(scenario: Scenario) -> None:
+    async def body(client: Any, port: int) -> None:
+        ok(await client.call(connect_op(port)))
+        result = ok(await client.call({"op": "iterate", "field": "LAST"}))
+        assert [reply["params"] for reply in result["replies"]] == [
+            {"N": {"t": "int", "v": n}} for n in (1, 2, 3)
+        ]
+        after = await client.call({"op": "request", "field": "ECHO"})
+        assert after["error"]["class"] == "ConnectionClosed", after
+
+    scenario.run(body)
+
+
 def test_every_value_type_from_server_to_client(scenario: Scenario) -> None:
     async def body(client: Any, port: int) -> None:
         ok(await client.call(connect_op(port)))

@@ -163,7 +163,7 @@ async def handle(connection: Any) -> None:
     send a field named WARN or ERRO holding neither param, then DONE; HASH describes what arrived
     by :func:`digest`; BIGA sends large :func:`pattern` arrays; WAIT replies DONE after SECS
     seconds while the handler keeps receiving; INFO tells the remote hostname the server sees;
-    BOOM raises; BYE ends the handler.
+    BOOM raises; LAST sends three fields, then ends the handler; BYE ends the handler.
     """
     async for field in connection:
         if field.packet_type != PACKET_TYPE:
@@ -202,6 +202,10 @@ async def handle(connection: Any) -> None:
             field.send(HOST=connection.remote_hostname)
         elif command == "BOOM":
             raise RuntimeError("the handler failed on purpose")
+        elif command == "LAST":
+            for number in (1, 2, 3):
+                field.send(N=number)
+            break
         elif command == "BYE":
             break
         else:
@@ -323,6 +327,12 @@ class ClientSession:
                 replies.append(_describe_field(await recv(), bool(op.get("digest")), bool(op.get("meta"))))
         except Exception as exc:
             return {"replies": replies, "error": _describe_exception(exc)}
+        return {"replies": replies}
+
+    async def op_iterate(self, op: dict[str, Any]) -> dict[str, Any]:
+        """Sends one field and collects the replies with ``async for`` until the connection closes."""
+        response = self.connection.send(op.get("packet", PACKET_TYPE), op["field"])
+        replies = [_describe_field(field) async for field in response]
         return {"replies": replies}
 
     async def op_sleep(self, op: dict[str, Any]) -> dict[str, Any]:
