@@ -58,12 +58,21 @@ def reference_python() -> Path:
             return python
         venv.EnvBuilder(clear=True, with_pip=True).create(env_dir)
         result = subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", REFERENCE_REQUIREMENT],
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                REFERENCE_REQUIREMENT,
+            ],
             capture_output=True,
             text=True,
         )
         if result.returncode != 0 or not _is_ready(python):
-            raise RuntimeError(f"could not install {REFERENCE_REQUIREMENT}:\n{result.stdout}\n{result.stderr}")
+            output = f"{result.stdout}\n{result.stderr}"
+            raise RuntimeError(f"could not install {REFERENCE_REQUIREMENT}:\n{output}")
     return python
 
 
@@ -75,7 +84,7 @@ class _FileLock:
         self._file: object = None
 
     def __enter__(self) -> _FileLock:
-        handle = open(self._path, "a+b")  # noqa: SIM115 - held until __exit__
+        handle = open(self._path, "a+b")  # held until __exit__
         if sys.platform == "win32":
             import msvcrt
 
