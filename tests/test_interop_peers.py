@@ -401,13 +401,22 @@ def test_ackn_fields_are_delivered_without_auto_ackn(scenario: Scenario) -> None
     scenario.run(body)
 
 
-def test_failing_handler_sends_server_error(scenario: Scenario) -> None:
+@pytest.mark.parametrize(
+    ("command", "detail", "code"),
+    [("BOOM", "Server error", 500), ("BADR", "Bad request", 400)],
+    ids=["error", "ncp-error"],
+)
+def test_failing_handler_sends_erro(scenario: Scenario, command: str, detail: str, code: int) -> None:
+    # Any exception from the handler: ERRO "Server error" 500; an NCPError: "Bad request" 400.
     async def body(client: Any, port: int) -> None:
         ok(await client.call(connect_op(port)))
-        result = await client.call({"op": "request", "field": "BOOM"})
-        assert result["error"]["class"] == "CommandError", result
-        assert (result["error"]["detail"], result["error"]["code"]) == ("Server error", 500)
-        assert result["error"]["message"] == "LINK ERRO 'Server error' (code 500)"
+        result = await client.call({"op": "request", "field": command})
+        assert result["error"] == {
+            "class": "CommandError",
+            "message": f"LINK ERRO {detail!r} (code {code})",
+            "detail": detail,
+            "code": code,
+        }
 
     scenario.run(body)
 

@@ -163,7 +163,8 @@ async def handle(connection: Any) -> None:
     send a field named WARN or ERRO holding neither param, then DONE; HASH describes what arrived
     by :func:`digest`; BIGA sends large :func:`pattern` arrays; WAIT replies DONE after SECS
     seconds while the handler keeps receiving; INFO tells the remote hostname the server sees;
-    BOOM raises; LAST sends three fields, then ends the handler; BYE ends the handler.
+    BOOM raises RuntimeError, BADR raises NCPError; LAST sends three fields, then ends the
+    handler; BYE ends the handler.
     """
     async for field in connection:
         if field.packet_type != PACKET_TYPE:
@@ -202,6 +203,8 @@ async def handle(connection: Any) -> None:
             field.send(HOST=connection.remote_hostname)
         elif command == "BOOM":
             raise RuntimeError("the handler failed on purpose")
+        elif command == "BADR":
+            raise ncplib.NCPError("the handler rejected the request on purpose")
         elif command == "LAST":
             for number in (1, 2, 3):
                 field.send(N=number)
