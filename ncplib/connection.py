@@ -44,6 +44,8 @@ _INFO = uuid.getnode().to_bytes(6, "big")[-4:]
 # Field ids come from one counter per process, wrapping at 2**32.
 _field_ids = itertools.count()
 _UTC = timezone.utc
+# recv lets the event loop run at least once every this many fields it returns.
+_YIELD_EVERY = 64
 # Legacy peers (negotiated timeout 0) get a keep-alive this often, in seconds.
 _LEGACY_KEEPALIVE = 3
 
@@ -277,6 +279,8 @@ class Connection(_AsyncFields):
         self._keepalive_interval = 0
         self._keepalive_postpone = True
         self._disconnect_logged = False
+        # Fields returned since recv last let the event loop run (see recv).
+        self._unyielded = 0
         protocol.on_lost = self._on_lost
 
     @property
@@ -298,8 +302,8 @@ class Connection(_AsyncFields):
             within the connection's timeout; a packet trickling in too slowly counts as none.
         :raises ncplib.DecodeError: if a malformed or oversized packet arrived; the connection is
             then closed.
-        :raises ncplib.CommandError: on a client connection, for a field holding an ``ERRO`` param
-            (unless ``auto_erro`` was switched off in :func:`ncplib.connect`).
+        :raises ncplib.CommandError: on a client connection, for a field holding an ``ERRO`` or
+            ``ERRC`` param (unless ``auto_erro`` was switched off in :func:`ncplib.connect`).
         :returns: The next :class:`Field` received.
         """
         fields = self._fields
@@ -308,13 +312,23 @@ class Connection(_AsyncFields):
             if self._closing:
                 raise ConnectionClosed("Connection closed")
             if fields:
+                if self._unyielded >= _YIELD_EVERY:
+                    # Fields already received are returned without suspending; now and then let
+                    # the event loop run, so that a reader with a backlog cannot starve other
+                    # connections and timers (its own keep-alives included). Before popping: a
+                    # cancellation here loses nothing.
+                    self._unyielded = 0
+                    await asyncio.sleep(0)
+                    continue
                 field = fields.popleft()
                 if self._filtered and self._skip(field):
                     continue
+                self._unyielded += 1
                 return field
             packet = protocol.next_packet()
             if packet is None:
                 protocol.raise_if_broken()
+                self._unyielded = 0
                 await protocol.wait_data(self._timeout)
                 continue
             packet_type, packet_id, timestamp, _info, packet_fields = packet
@@ -329,12 +343,23 @@ class Connection(_AsyncFields):
                 fields.append(Field(self, packet_type, packet_id, timestamp, name, field_id, params))
 
     def _skip(self, field: Field) -> bool:
-        if self._auto_erro and "ERRO" in field:
-            code: Any = field.get("ERRC")
-            raise CommandError(field, field["ERRO"], code)
-        if self._auto_warn and "WARN" in field:
-            warn_code: Any = field.get("WARC")
-            warnings.warn(CommandWarning(field, field["WARN"], warn_code), stacklevel=4)
+        # The client-side filters, in the reference's order: an error wins over a warning; a
+        # field named ERRO or WARN is a notice in itself and never delivered while its filter
+        # is on; a field with an ACKN param is an acknowledgement.
+        detail: Any
+        code: Any
+        if self._auto_erro:
+            if "ERRO" in field or "ERRC" in field:
+                detail, code = field.get("ERRO"), field.get("ERRC")
+                raise CommandError(field, detail, code)
+            if field.name == "ERRO":
+                return True
+        if self._auto_warn:
+            if "WARN" in field or "WARC" in field:
+                detail, code = field.get("WARN"), field.get("WARC")
+                warnings.warn(CommandWarning(field, detail, code), stacklevel=4)
+            if field.name == "WARN":
+                return True
         return self._auto_ackn and "ACKN" in field
 
     async def recv_field(self, packet_type: str, field_name: str) -> Field:
