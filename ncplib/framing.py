@@ -35,7 +35,9 @@ _HEADER_PREFIX = Struct("<4s4sI")
 # Packets at least this large get a buffer of their own, received into directly and decoded in
 # place; smaller ones are collected in the shared buffer, several per read, and copied out.
 _OWN_BUFFER_SIZE = 64 * 1024
-_SHARED_BUFFER_SIZE = 256 * 1024
+# Every connection holds one from the start (idle ones too), so it starts modest; it grows when
+# unread packets fill it.
+_SHARED_BUFFER_SIZE = 64 * 1024
 # A packet's own buffer starts at most this large and doubles as bytes arrive, so that memory
 # follows what a peer really sent, not what its header claims.
 _OWN_BUFFER_START = 1024 * 1024
