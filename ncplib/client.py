@@ -89,9 +89,9 @@ async def connect(
     :param int timeout: The network timeout (in seconds). Applies to: connecting, receiving a
         packet, closing connection. It is proposed to the server, which may change it.
     :param bool auto_erro: Automatically raise a :exc:`~ncplib.CommandError` on receiving an
-        ``ERRO`` NCP parameter.
+        ``ERRO`` (or ``ERRC``) NCP parameter; fields named ``ERRO`` are not delivered.
     :param bool auto_warn: Automatically issue a :exc:`~ncplib.CommandWarning` on receiving a
-        ``WARN`` NCP parameter.
+        ``WARN`` (or ``WARC``) NCP parameter; fields named ``WARN`` are not delivered.
     :param bool auto_ackn: Automatically ignore NCP fields containing an ``ACKN`` NCP parameter.
     :param ssl: Connect to the node over TLS: :data:`True` for a default (verifying)
         :class:`ssl.SSLContext`, or a context of your own.

@@ -133,3 +133,61 @@ def test_handler_returning_closes_the_connection() -> None:
                 await asyncio.wait_for(connection.recv(), 10)
 
     run(main)
+
+
+# What the reference 6.1.0 client does with each kind of field (observed), auto_* switched on.
+FILTER_CASES = [
+    ("ERRO", {"X": 1}, [], None, None),
+    ("ERRO", {"ERRO": "e"}, [], ("CommandError", "e", None), None),
+    ("WARN", {"X": 1}, [], None, None),
+    ("WARN", {"WARN": "w"}, [], None, ("w", None)),
+    ("ACKN", {"X": 1}, [("ACKN", {"X": 1})], None, None),
+    ("F1", {"ERRC": 3}, [], ("CommandError", None, 3), None),
+    ("F2", {"WARC": 4}, [("F2", {"WARC": 4})], None, (None, 4)),
+    ("F3", {"ACKN": 1, "WARN": "w"}, [], None, ("w", None)),
+    ("F4", {"ACKN": 1, "ERRO": "e"}, [], ("CommandError", "e", None), None),
+    ("F5", {"WARN": "w", "ERRO": "e"}, [], ("CommandError", "e", None), None),
+    ("F6", {"ACKN": 1, "WARC": 2}, [], None, (None, 2)),
+]
+
+
+@pytest.mark.parametrize(("name", "params", "delivered", "error", "warning"), FILTER_CASES)
+def test_client_filters_like_the_reference(
+    name: str,
+    params: dict[str, object],
+    delivered: list[tuple[str, dict[str, object]]],
+    error: tuple[str, object, object] | None,
+    warning: tuple[object, object] | None,
+) -> None:
+    async def handler(connection: ncplib.Connection) -> None:
+        async for field in connection:
+            connection.send_packet(field.packet_type, **{name: params})
+            connection.send(field.packet_type, "DONE")
+
+    async def main() -> tuple[list[tuple[str, dict[str, object]]], list[tuple[object, ...]], list[object]]:
+        got: list[tuple[str, dict[str, object]]] = []
+        errors: list[tuple[object, ...]] = []
+        async with serving(handler) as (_, port), await ncplib.connect("127.0.0.1", port) as connection:
+            connection.send("DSPC", "CMD")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                while True:
+                    try:
+                        field = await connection.recv()
+                    except ncplib.CommandError as ex:
+                        errors.append((type(ex).__name__, ex.detail, ex.code))
+                        continue
+                    if field.name == "DONE":
+                        break
+                    got.append((field.name, dict(field)))
+            warned = [
+                (w.message.detail, w.message.code)
+                for w in caught
+                if isinstance(w.message, ncplib.CommandWarning)
+            ]
+            return got, errors, warned
+
+    got, errors, warned = run(main)
+    assert got == delivered
+    assert errors == ([error] if error else [])
+    assert warned == ([warning] if warning else [])
