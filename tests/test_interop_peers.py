@@ -323,8 +323,6 @@ NAMED_FIELD_GAP = "our client delivers fields named WARN or ERRO that the refere
 
 
 def test_errc_alone_raises_command_error(scenario: Scenario, request: pytest.FixtureRequest) -> None:
-    known_client_gap(scenario, request, ERRC_WARC_GAP)
-
     async def body(client: Any, port: int) -> None:
         ok(await client.call(connect_op(port)))
         result = await client.call({"op": "request", "field": "ERCO"})
@@ -336,8 +334,6 @@ def test_errc_alone_raises_command_error(scenario: Scenario, request: pytest.Fix
 
 
 def test_warc_alone_issues_command_warning(scenario: Scenario, request: pytest.FixtureRequest) -> None:
-    known_client_gap(scenario, request, ERRC_WARC_GAP)
-
     async def body(client: Any, port: int) -> None:
         ok(await client.call(connect_op(port)))
         result = await client.call({"op": "request", "field": "WACO", "count": 2})
@@ -359,8 +355,6 @@ def test_fields_named_warn_or_erro_are_dropped(
 ) -> None:
     # With auto_warn (auto_erro), a field named WARN (ERRO) is a packet-level notice: the client
     # drops it even when it holds no WARN (ERRO) param.
-    known_client_gap(scenario, request, NAMED_FIELD_GAP)
-
     async def body(client: Any, port: int) -> None:
         ok(await client.call(connect_op(port)))
         result = ok(await client.call({"op": "request", "field": command, "via": "connection"}))
