@@ -13,8 +13,12 @@ held per connection is therefore bounded by ``high_water`` plus one packet of at
 Before NCP starts, the protocol can be in *head mode*: it collects an HTTP head (the CONNECT
 step, see :mod:`ncplib.tunnel`) of bounded size; any bytes after the head go to the reader.
 
-Sending: buffers from :func:`~ncplib.packets.encode_packet_buffers` go to the transport without
-being joined first, and ``pause_writing``/``resume_writing`` drive :meth:`NCPProtocol.drain`.
+Sending: buffers from :func:`~ncplib.packets.encode_packet_buffers` are queued and handed to
+the transport once per pass of the event loop, so a burst of small packets costs one system call.
+Large buffers (array data) are never copied into a joined bytes object: transports with a real
+``writelines`` (uvloop, TLS) get the list as it is; asyncio's socket transport gets small pieces
+joined and large ones written one by one. ``pause_writing``/``resume_writing`` drive
+:meth:`NCPProtocol.drain`.
 """
 
 from __future__ import annotations
