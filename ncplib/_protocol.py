@@ -272,10 +272,13 @@ class NCPProtocol(asyncio.BufferedProtocol):
             start of the wait when none of it is held: bytes that never complete a packet (a
             peer sending one now and then) do not keep the connection alive.
         """
-        if self._read_paused:
-            # The application waits for a packet that has not fully arrived: let it in.
-            self._resume_reading()
         loop = self._loop
+        if self._read_paused:
+            # The application waits for a packet that has not fully arrived: let it in. Time
+            # spent paused was ours, not the peer's: the packet's clock starts now.
+            self._resume_reading()
+            if self._pending_since is not None:
+                self._pending_since = loop.time()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)
         start = loop.time()

@@ -9,7 +9,7 @@ import pytest
 from netutil import LOOPS, packet_bytes, raw_handshake, raw_server, run, serving
 
 import ncplib
-from ncplib import framing
+from ncplib import _handshake, framing
 
 PACKETS = 400
 CHUNK = array.array("i", range(32 * 1024))  # 128 KiB per packet, 50 MiB in all.
@@ -184,5 +184,34 @@ def test_invalid_options_are_rejected_before_connecting() -> None:
             await ncplib.connect("127.0.0.1", 1, max_packet_size=8)
         with pytest.raises(ValueError):
             await ncplib.start_server(lambda c: asyncio.sleep(0), "127.0.0.1", 0, max_packet_size=8)
+
+    run(main)
+
+
+def test_time_spent_paused_does_not_count_against_the_peer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_handshake, "MIN_TIMEOUT", 1)
+
+    async def handler(connection: ncplib.Connection) -> None:
+        await connection.recv_field("DSPC", "GO")
+        for n in range(20):
+            connection.send("DSPC", "DATA", N=n, DATA=CHUNK)
+            await connection.drain()
+        await connection.recv()
+
+    async def main() -> None:
+        async with serving(handler) as (_, port):
+            connection = await ncplib.connect("127.0.0.1", port, timeout=1)
+            async with connection:
+                connection._protocol.high_water = 64 * 1024  # Less than one packet.
+                connection.send("DSPC", "GO")
+                # Sit on the data for longer than the timeout while reading is paused.
+                for _ in range(500):
+                    if connection._protocol._read_paused:
+                        break
+                    await asyncio.sleep(0.01)
+                assert connection._protocol._read_paused
+                await asyncio.sleep(1.5)
+                for n in range(20):
+                    assert (await connection.recv())["N"] == n
 
     run(main)
