@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -34,7 +35,7 @@ from hostile_peers import (
     read_until_closed,
     rss_kib,
 )
-from netutil import run, serving
+from netutil import LOOPS, run, serving
 
 import ncplib
 from ncplib import framing
@@ -43,6 +44,7 @@ from ncplib.packets import encode_packet
 
 pytestmark = pytest.mark.hostile
 
+SOAK = os.environ.get("NCPLIB_SOAK") == "1"
 #: The shortest timeout a client can negotiate: what the server and the good client use.
 TIMEOUT = 5
 KINDS = ["echo", "node"]
@@ -171,6 +173,12 @@ async def attacked_server(kind: str) -> AsyncIterator[tuple[int, GoodClient]]:
     On exit the good client's stream is checked, everything is closed, and no task, transport or
     file descriptor may be left.
     """
+    # One connection first: some event loops (uvloop) open descriptors of their own on first use.
+    async with (
+        serving(echo_handler, timeout=TIMEOUT) as (_, port),
+        await ncplib.connect("127.0.0.1", port, timeout=TIMEOUT),
+    ):
+        pass
     fds = open_fds()
     tasks = asyncio.all_tasks()
     async with serving(handler_of(kind), timeout=TIMEOUT) as (_, port), GoodClient(kind, port) as good:
@@ -206,9 +214,10 @@ async def close_raw(writer: asyncio.StreamWriter) -> None:
 # Malformed input.
 
 
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("handshake", [False, True], ids=["before_handshake", "after_handshake"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_malformed_packets_close_only_their_connection(kind: str, handshake: bool) -> None:
+def test_malformed_packets_close_only_their_connection(kind: str, handshake: bool, loop: str) -> None:
     cases = malformed_packets()
 
     async def attack(name: str, data: bytes, port: int) -> None:
@@ -233,7 +242,7 @@ def test_malformed_packets_close_only_their_connection(kind: str, handshake: boo
                 reply = await connection.send("DSPC", "GPS").recv()
                 assert reply.name == "GPS"
 
-    run(main)
+    run(main, loop=loop)
 
 
 def test_header_claims_set_no_memory_aside() -> None:
@@ -291,8 +300,10 @@ async def _slow_bytes(writer: asyncio.StreamWriter, data: bytes, interval: float
         await asyncio.sleep(interval)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_slow_silent_and_out_of_order_peers_are_closed_at_the_timeout(kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "loop"), [(kind, "asyncio") for kind in KINDS] + [("echo", x) for x in LOOPS[1:]]
+)
+def test_slow_silent_and_out_of_order_peers_are_closed_at_the_timeout(kind: str, loop: str) -> None:
     """
     Every peer here is closed by the server within about its timeout (never served), whatever
     it keeps sending: a byte per second, commands without a handshake, the handshake out of
@@ -374,7 +385,7 @@ def test_slow_silent_and_out_of_order_peers_are_closed_at_the_timeout(kind: str)
         async with attacked_server(kind) as (port, _):
             await asyncio.gather(*(attack(name, port) for name in peers))
 
-    run(main, timeout=60)
+    run(main, loop=loop, timeout=60)
     assert outcome == dict.fromkeys(peers, "closed")
 
 
@@ -468,7 +479,7 @@ def quiet_logs() -> Iterator[None]:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_thousand_connect_disconnect_cycles_leave_nothing_behind(kind: str) -> None:
-    count = 1000
+    count = 10_000 if SOAK else 1000
 
     async def cycle(i: int, port: int) -> None:
         how = i % 5
@@ -516,4 +527,4 @@ def test_a_thousand_connect_disconnect_cycles_leave_nothing_behind(kind: str) ->
             if rss is not None and rss_after is not None:
                 assert rss_after - rss < 16 * 1024, (rss, rss_after)
 
-    run(main, timeout=120)
+    run(main, timeout=1200 if SOAK else 120)
