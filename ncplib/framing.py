@@ -54,7 +54,9 @@ class PacketReader:
         own, so those arrays view the received bytes with no copy at all.
 
     After a :exc:`~ncplib.DecodeError` the stream has lost its framing: the reader raises the
-    same error again on every later call, and the connection should be closed.
+    same error again on every later call, and the connection should be closed. An invalid header
+    behind complete packets not yet read is detected as soon as it arrives (nothing from it on
+    is kept), but raised by :meth:`next_packet` once those packets have been read.
     """
 
     __slots__ = (
@@ -145,8 +147,8 @@ class PacketReader:
         """
         Records that ``nbytes`` bytes were written into the memory from :meth:`get_buffer`.
 
-        :raises ncplib.DecodeError: if a packet header is invalid or announces a packet larger
-            than ``max_packet_size``.
+        :raises ncplib.DecodeError: if the header of the next packet to read is invalid or
+            announces a packet larger than ``max_packet_size``, or the reader has failed before.
         """
         if self._error is not None:
             raise self._error
@@ -166,8 +168,8 @@ class PacketReader:
         """
         Adds received bytes.
 
-        :raises ncplib.DecodeError: if a packet header is invalid or announces a packet larger
-            than ``max_packet_size``.
+        :raises ncplib.DecodeError: if the header of the next packet to read is invalid or
+            announces a packet larger than ``max_packet_size``, or the reader has failed before.
         """
         view = memoryview(data).cast("B")
         while view:
@@ -198,7 +200,8 @@ class PacketReader:
         """
         Decodes and returns the next complete packet, or :data:`None` if none is complete yet.
 
-        :raises ncplib.DecodeError: if the packet is malformed.
+        :raises ncplib.DecodeError: if the packet or its header is malformed, or the reader has
+            failed before.
         """
         if self._error is not None:
             raise self._error
