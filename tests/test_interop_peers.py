@@ -312,17 +312,7 @@ def test_warn_issues_command_warning(scenario: Scenario) -> None:
     scenario.run(body)
 
 
-def known_client_gap(scenario: Scenario, request: pytest.FixtureRequest, reason: str) -> None:
-    """Marks a case our client does not pass yet as a strict expected failure."""
-    if scenario.client_kind == "ours":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-
-ERRC_WARC_GAP = "our client only checks ERRO and WARN, not ERRC or WARC alone"
-NAMED_FIELD_GAP = "our client delivers fields named WARN or ERRO that the reference drops"
-
-
-def test_errc_alone_raises_command_error(scenario: Scenario, request: pytest.FixtureRequest) -> None:
+def test_errc_alone_raises_command_error(scenario: Scenario) -> None:
     async def body(client: Any, port: int) -> None:
         ok(await client.call(connect_op(port)))
         result = await client.call({"op": "request", "field": "ERCO"})
@@ -333,7 +323,7 @@ def test_errc_alone_raises_command_error(scenario: Scenario, request: pytest.Fix
     scenario.run(body)
 
 
-def test_warc_alone_issues_command_warning(scenario: Scenario, request: pytest.FixtureRequest) -> None:
+def test_warc_alone_issues_command_warning(scenario: Scenario) -> None:
     async def body(client: Any, port: int) -> None:
         ok(await client.call(connect_op(port)))
         result = await client.call({"op": "request", "field": "WACO", "count": 2})
@@ -350,9 +340,7 @@ def test_warc_alone_issues_command_warning(scenario: Scenario, request: pytest.F
 
 
 @pytest.mark.parametrize("command", ["NAMW", "NAME"], ids=["named-warn", "named-erro"])
-def test_fields_named_warn_or_erro_are_dropped(
-    scenario: Scenario, command: str, request: pytest.FixtureRequest
-) -> None:
+def test_fields_named_warn_or_erro_are_dropped(scenario: Scenario, command: str) -> None:
     # With auto_warn (auto_erro), a field named WARN (ERRO) is a packet-level notice: the client
     # drops it even when it holds no WARN (ERRO) param.
     async def body(client: Any, port: int) -> None:
