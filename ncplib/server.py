@@ -68,8 +68,13 @@ class _Handlers:
             task.cancel()
 
     async def wait(self) -> None:
-        while self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+        # Not "while self.tasks": a finished task leaves the set in a callback that runs only
+        # once we yield, and awaiting finished tasks does not yield.
+        while True:
+            pending = [task for task in self.tasks if not task.done()]
+            if not pending:
+                return
+            await asyncio.wait(pending)
 
 
 class _NCPServer(asyncio.base_events.Server):
