@@ -156,6 +156,9 @@ async def _serve(
             except NCPError as ex:
                 logger.warning("Connection error from %s over NCP: %s", connection.remote_hostname, ex)
                 return
+            except Exception:  # from authenticate(): no NCP yet, so no ERRO field to send
+                logger.exception("Unexpected error from %s over NCP", connection.remote_hostname)
+                return
         try:
             await server_handshake(connection, timeout=timeout)
             await client_connected(connection)

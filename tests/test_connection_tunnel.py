@@ -260,3 +260,18 @@ def test_tls_verifies_the_server_by_default(certificate: tuple[Path, Path]) -> N
 
     # In debug mode asyncio reports the failed handshake of the rejected client on the server side.
     run(main, allow=("Error on transport creation for incoming connection",))
+
+
+def test_authenticate_raising_is_logged_and_the_client_refused(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(username: str, password: str) -> bool:
+        raise RuntimeError("credential store down")
+
+    async def main() -> None:
+        async with serving(echo, authenticate=broken) as (_, port):
+            with pytest.raises(ncplib.NCPError):
+                await ncplib.connect("127.0.0.1", port, username="bob", password="pw", timeout=5)
+
+    run(main)
+    errors = [r for r in caplog.records if r.name == "ncplib.server" and r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert errors[0].exc_info is not None
