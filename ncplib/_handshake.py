@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from ncplib.connection import Connection
@@ -101,7 +101,9 @@ async def _client_steps(
     _apply(connection, negotiated, timeout)
 
 
-async def server_handshake(connection: Connection, *, timeout: int) -> None:
+async def server_handshake(
+    connection: Connection, *, timeout: int, helo_params: Mapping[str, Any] | None = None
+) -> None:
     """
     Runs the server side of the handshake, which must be completed within ``timeout`` seconds.
     Sets the connection's ``remote_hostname`` from CIW.
@@ -109,11 +111,11 @@ async def server_handshake(connection: Connection, *, timeout: int) -> None:
     :raises ncplib.NCPError: if the connection fails; :exc:`ncplib.NetworkTimeoutError` if the
         handshake is not completed in time.
     """
-    await _within(_server_steps(connection, timeout), timeout)
+    await _within(_server_steps(connection, timeout, helo_params or {}), timeout)
 
 
-async def _server_steps(connection: Connection, timeout: int) -> None:
-    connection.send("LINK", "HELO")
+async def _server_steps(connection: Connection, timeout: int, helo_params: Mapping[str, Any]) -> None:
+    connection.send("LINK", "HELO", **helo_params)
     ccre = await connection.recv_field("LINK", "CCRE")
     hostname = ccre.get("CIW")
     if isinstance(hostname, str) and hostname:

@@ -33,7 +33,8 @@ import asyncio.base_events
 import logging
 import socket
 import ssl as _ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 from ncplib._handshake import server_handshake
@@ -42,6 +43,7 @@ from ncplib.client import default_port
 from ncplib.connection import Connection
 from ncplib.errors import NCPError, NetworkError, NetworkTimeoutError
 from ncplib.framing import DEFAULT_MAX_PACKET_SIZE
+from ncplib.packets import Param, encode_packet
 from ncplib.tunnel import server_tunnel
 
 __all__ = ["start_server"]
@@ -143,6 +145,7 @@ async def _serve(
     timeout: int,
     tunnel: bool,
     authenticate: Callable[[str, str], bool] | None,
+    helo_params: Mapping[str, Param],
 ) -> None:
     transport = protocol.transport
     assert transport is not None
@@ -160,7 +163,7 @@ async def _serve(
                 logger.exception("Unexpected error from %s over NCP", connection.remote_hostname)
                 return
         try:
-            await server_handshake(connection, timeout=timeout)
+            await server_handshake(connection, timeout=timeout, helo_params=helo_params)
             await client_connected(connection)
         except NCPError as ex:
             logger.warning("Connection error from %s over NCP: %s", connection.remote_hostname, ex)
@@ -184,6 +187,7 @@ async def start_server(
     authenticate: Callable[[str, str], bool] | None = None,
     use_numpy: bool = False,
     max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+    helo_params: Mapping[str, Param] | None = None,
 ) -> asyncio.base_events.Server:
     """
     Creates and returns a new server on the given host and port.
@@ -209,9 +213,14 @@ async def start_server(
     :param int max_packet_size: The largest packet accepted from a client, in bytes. A larger
         one makes :meth:`~ncplib.Connection.recv` raise :exc:`~ncplib.DecodeError` and closes the
         connection, before any memory is set aside for it.
+    :param helo_params: NCP params for the ``HELO`` field that opens the handshake. Real nodes
+        announce themselves there (e.g. ``NCPV``, ``SEID``, ``MACA`` strings); by default the
+        field has no params, like the reference server's.
     :raises ncplib.NetworkError: if the server cannot listen on the host and port.
     :raises ncplib.NetworkTimeoutError: if creating the server takes longer than ``timeout``.
-    :raises ValueError: if ``max_packet_size`` is too small.
+    :raises ValueError: if ``max_packet_size`` is too small, or a ``helo_params`` name or value
+        is invalid.
+    :raises TypeError: if a ``helo_params`` value is not one of the supported value types.
     :raises ImportError: if ``use_numpy`` is true and numpy is not installed.
     :returns: The created :class:`asyncio.Server` (an instance of
         :class:`asyncio.base_events.Server` on the default event loop). Its ``close`` and
@@ -224,6 +233,8 @@ async def start_server(
     handlers = _Handlers()
     # Fail on bad arguments before listening.
     NCPProtocol(max_packet_size=max_packet_size, use_numpy=use_numpy)
+    helo = dict(helo_params or {})
+    encode_packet("LINK", 1, datetime.now(timezone.utc), b"", [("HELO", 0, helo.items())])
 
     def protocol_factory() -> NCPProtocol:
         protocol = NCPProtocol(max_packet_size=max_packet_size, use_numpy=use_numpy, head_mode=tunnel)
@@ -232,7 +243,12 @@ async def start_server(
             handlers.add(
                 loop.create_task(
                     _serve(
-                        protocol, client_connected, timeout=timeout, tunnel=tunnel, authenticate=authenticate
+                        protocol,
+                        client_connected,
+                        timeout=timeout,
+                        tunnel=tunnel,
+                        authenticate=authenticate,
+                        helo_params=helo,
                     )
                 )
             )

@@ -226,3 +226,37 @@ def test_connect_and_disconnect_are_logged(caplog: pytest.LogCaptureFixture) -> 
     assert ("ncplib.client", logging.INFO, "Disconnected") in names_and_levels
     assert ("ncplib.server", logging.INFO, "Disconnected from logged over NCP") not in names_and_levels
     assert ("ncplib.server", logging.INFO, "Disconnected from logged over NCP") in records
+
+
+def test_server_helo_params() -> None:
+    helos: list[Any] = []
+
+    async def handler(connection: ncplib.Connection) -> None:
+        await connection.recv()
+
+    async def main() -> None:
+        params = {"NCPV": "1.0", "SEID": "node-1", "MACA": "00:11:22:33:44:55"}
+        async with serving(handler, helo_params=params) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            helos.append(await read_packet(reader))
+            writer.close()
+            await writer.wait_closed()
+            # Clients do not mind.
+            connection = await ncplib.connect("127.0.0.1", port)
+            connection.close()
+            await connection.wait_closed()
+
+    run(main)
+    assert helos[0][4] == [
+        ("HELO", helos[0][4][0][1], [("NCPV", "1.0"), ("SEID", "node-1"), ("MACA", "00:11:22:33:44:55")])
+    ]
+
+
+def test_invalid_helo_params_are_rejected_at_once() -> None:
+    async def main() -> None:
+        with pytest.raises(ValueError):
+            await ncplib.start_server(lambda c: asyncio.sleep(0), "127.0.0.1", 0, helo_params={"bad name": 1})
+        with pytest.raises(TypeError):
+            await ncplib.start_server(lambda c: asyncio.sleep(0), "127.0.0.1", 0, helo_params={"X": object()})
+
+    run(main)
