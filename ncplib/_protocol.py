@@ -293,7 +293,7 @@ class NCPProtocol(asyncio.BufferedProtocol):
             if due > loop.time() + 0.001:
                 timer = loop.call_at(due, on_timer)
                 return
-            waiter.set_exception(NetworkTimeoutError(f"No data received for {timeout:g} seconds"))
+            waiter.set_exception(NetworkTimeoutError(f"No complete packet received for {timeout:g} seconds"))
 
         if timeout > 0:
             timer = loop.call_at(start + timeout, on_timer)
