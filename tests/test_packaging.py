@@ -78,7 +78,14 @@ def test_wheel_matrix_covers_every_supported_cpython() -> None:
     supported = {f"cp3{minor}-*" for minor in range(10, 15)}
     assert supported <= set(cibw["build"])
     assert cibw["environment"]["NCPLIB_REQUIRE_COMPILED"] == "1"
-    assert cibw["test-extras"] == ["test"]
+    # The wheels' tests install a lean list that exists on every platform (no atheris there).
+    assert "test-extras" not in cibw
+    assert {req.split(">")[0] for req in cibw["test-requires"]} == {
+        "numpy",
+        "pytest",
+        "pytest-timeout",
+        "hypothesis",
+    }
     assert "tests" in cibw["test-sources"]
     assert "ncplib" not in cibw["test-sources"]
 
