@@ -200,7 +200,7 @@ def test_time_spent_paused_does_not_count_against_the_peer(monkeypatch: pytest.M
 
     async def main() -> None:
         async with serving(handler) as (_, port):
-            connection = await ncplib.connect("127.0.0.1", port, timeout=1)
+            connection = await ncplib.connect("127.0.0.1", port, timeout=2)
             async with connection:
                 connection._protocol.high_water = 64 * 1024  # Less than one packet.
                 connection.send("DSPC", "GO")
@@ -210,7 +210,7 @@ def test_time_spent_paused_does_not_count_against_the_peer(monkeypatch: pytest.M
                         break
                     await asyncio.sleep(0.01)
                 assert connection._protocol._read_paused
-                await asyncio.sleep(1.5)
+                await asyncio.sleep(2.5)
                 for n in range(20):
                     assert (await connection.recv())["N"] == n
 
