@@ -139,7 +139,7 @@ class PacketReader:
                 # Complete packets are waiting to be read: make room rather than stall.
                 # (A new buffer: the caller may still hold a view of the old one.)
                 grown = bytearray(2 * len(self._buf))
-                grown[: self._end] = self._buf[: self._end]
+                grown[: self._end] = memoryview(self._buf)[: self._end]
                 self._buf = grown
         return memoryview(self._buf)[self._end :]
 
@@ -289,7 +289,7 @@ class PacketReader:
         if size > available and size >= _OWN_BUFFER_SIZE:
             # Move the partial packet into a buffer of its own, received into from now on.
             own = bytearray(min(size, max(_OWN_BUFFER_START, 2 * available)))
-            own[:available] = self._buf[start : self._end]
+            own[:available] = memoryview(self._buf)[start : self._end]
             self._own = own
             self._own_filled = available
             self._own_size = size
