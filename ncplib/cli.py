@@ -227,24 +227,24 @@ def _identifier(what: str) -> Callable[[str], str]:
     return check
 
 
-def _positive(text: str) -> float:
+def _finite_number(text: str, *, zero_allowed: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, not {text}")
+    if not (value >= 0 if zero_allowed else value > 0) or value == math.inf:
+        raise argparse.ArgumentTypeError(
+            f"must be {'0 or more' if zero_allowed else 'greater than 0'}, not {text}"
+        )
     return value
+
+
+def _positive(text: str) -> float:
+    return _finite_number(text, zero_allowed=False)
 
 
 def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
-    return value
+    return _finite_number(text, zero_allowed=True)
 
 
 def _count(text: str) -> int:
