@@ -290,7 +290,7 @@ cdef object _buffer_data(object name, object value):
         return T_RAW, (value.cast("B") if value.c_contiguous else value.tobytes())
     if isinstance(value, _array_type):
         return _array_data(value, name)
-    if hasattr(value, "dtype") and hasattr(value, "__array_interface__"):
+    if w.is_numpy_array(value):
         return _numpy_data(value, name)
     raise TypeError(f"Param {name!r}: unsupported value type {type(value).__name__}")
 

@@ -102,6 +102,8 @@ def _encode_value(name: str, value: object) -> tuple[int, _Data]:
         return _encode_array_data(value, name)  # type: ignore[arg-type]
     if cls is bytes:
         return w.TYPE_RAW, value  # type: ignore[return-value]
+    if w.is_numpy_array(value):
+        return _encode_numpy_data(value, name)
     if isinstance(value, u32):
         return w.TYPE_U32, _pack_int(_U32, value, "u32", name)
     if isinstance(value, i64):
@@ -122,8 +124,6 @@ def _encode_value(name: str, value: object) -> tuple[int, _Data]:
         return w.TYPE_RAW, value.cast("B") if value.c_contiguous else value.tobytes()
     if isinstance(value, array.array):
         return _encode_array_data(value, name)
-    if hasattr(value, "dtype") and hasattr(value, "__array_interface__"):
-        return _encode_numpy_data(value, name)
     raise TypeError(f"Param {name!r}: unsupported value type {cls.__name__}")
 
 

@@ -94,3 +94,14 @@ TYPECODE_TO_TYPE.update(f=TYPE_DATA_F32, d=TYPE_DATA_F64)
 BIG_ENDIAN_HOST: Final = sys.byteorder == "big"
 
 IDENTIFIER_RE: Final = re.compile(r"[A-Z0-9 ]{1,4}\Z")
+
+
+def is_numpy_array(value: object) -> bool:
+    """
+    Tells whether ``value`` is a numpy array (an ``ndarray`` or a subclass), without importing numpy.
+
+    A value can only be a numpy array once numpy has been imported, so this costs one dict
+    look-up when it has not.
+    """
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(value, numpy.ndarray)
