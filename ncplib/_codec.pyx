@@ -773,7 +773,8 @@ cdef object _decode(const unsigned char* p, Py_ssize_t size, object source, bint
     seconds = _le32(p + 20)
     timestamp = _decode_timestamp(seconds, nanos // 1000)
     if use_numpy:
-        numpy_view = _numpy_view_of(source)
+        # numpy views of bytes are read-only already; anything else goes through a read-only view.
+        numpy_view = source if PyBytes_CheckExact(source) else _numpy_view_of(source)
     fields = []
     end = size - FOOTER_SIZE
     pos = HEADER_SIZE
