@@ -69,6 +69,7 @@ class PacketReader:
         "_own_size",
         "_pending",
         "_ready",
+        "_ready_bytes",
         "_start",
         "max_packet_size",
         "use_numpy",
@@ -93,6 +94,7 @@ class PacketReader:
         self._pending: DecodeError | None = None
         # Large packets received in full, waiting to be decoded, oldest first.
         self._ready: deque[bytearray] = deque()
+        self._ready_bytes = 0
         self._error: DecodeError | None = None
 
     @property
@@ -113,7 +115,7 @@ class PacketReader:
     @property
     def buffered(self) -> int:
         """How many received bytes are held, in complete packets not yet read or in part of one."""
-        held = self._end - self._start + sum(map(len, self._ready))
+        held = self._end - self._start + self._ready_bytes
         if self._own is not None:
             held += self._own_filled
         return held
@@ -157,6 +159,7 @@ class PacketReader:
             self._own_filled += nbytes
             if self._own_filled >= self._own_size:
                 self._ready.append(own)
+                self._ready_bytes += len(own)
                 self._own = None
                 self._own_filled = 0
         elif self._pending is None:
@@ -207,7 +210,15 @@ class PacketReader:
             raise self._error
         try:
             if self._ready:
-                return decode_packet(self._ready.popleft(), self.use_numpy)
+                own = self._ready.popleft()
+                self._ready_bytes -= len(own)
+                return decode_packet(own, self.use_numpy)
+            start = self._start
+            if start < self._next_header:
+                # Complete, and its header already checked when it arrived (_check_headers).
+                size = self._packet_size(start)
+                self._start = start + size
+                return self._decode_shared(start, size)
             self._check_header()
             if self._own is not None:
                 return None
@@ -220,14 +231,18 @@ class PacketReader:
             if self._end - start < size:
                 return None
             self._start = start + size
-            if self.use_numpy:
-                # A copy of its own: the arrays view it, and the shared buffer is reused.
-                return decode_packet(self._buf[start : start + size], True)
-            # Decoded values never refer to the buffer they came from: decode in place.
-            return decode_packet(memoryview(self._buf)[start : start + size], False)
+            return self._decode_shared(start, size)
         except DecodeError as ex:
             self._error = ex
             raise
+
+    def _decode_shared(self, start: int, size: int) -> Packet:
+        """Decodes the complete packet at ``start`` in the shared buffer."""
+        if self.use_numpy:
+            # A copy of its own: the arrays view it, and the shared buffer is reused.
+            return decode_packet(self._buf[start : start + size], True)
+        # Decoded values never refer to the buffer they came from: decode in place.
+        return decode_packet(memoryview(self._buf)[start : start + size], False)
 
     # Internals.
 
