@@ -145,21 +145,25 @@ def run(
     loop: str = "asyncio",
     timeout: float = 60.0,
     allow: tuple[str, ...] = (),
+    debug: bool = True,
 ) -> T:
     """
     Runs ``main()`` on a new event loop like :func:`asyncio.run`, within :func:`no_asyncio_noise`.
 
     Fails if ``main`` takes longer than ``timeout`` seconds, or leaves tasks running. ``allow``
-    goes to :func:`no_asyncio_noise`.
+    goes to :func:`no_asyncio_noise`. ``debug=False`` leaves asyncio's debug mode off, for tests
+    of many connections, where its bookkeeping (a stack trace for every callback) would make the
+    event loop itself the bottleneck.
     """
     with no_asyncio_noise(allow):
         # In a function of its own, so that nothing here still refers to the closed loop (and what
         # it holds) when no_asyncio_noise collects garbage.
-        return _run_on_new_loop(main, loop, timeout)
+        return _run_on_new_loop(main, loop, timeout, debug)
 
 
-def _run_on_new_loop(main: Callable[[], Awaitable[T]], loop: str, timeout: float) -> T:
+def _run_on_new_loop(main: Callable[[], Awaitable[T]], loop: str, timeout: float, debug: bool) -> T:
     event_loop = new_loop(loop)
+    event_loop.set_debug(debug)
     try:
 
         async def guarded() -> T:

@@ -18,9 +18,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import netutil
 import pytest
 from hostile_peers import ServerProcess, StreamChecker, peak_rss_kib, raise_fd_limit, rss_kib
-from netutil import no_asyncio_noise
 
 import ncplib
 
@@ -61,26 +61,8 @@ async def connect_all(
 
 
 def run(main: Callable[[], Awaitable[T]], *, timeout: float) -> T:
-    """
-    Runs ``main()`` on a new event loop, failing on asyncio noise or tasks left behind, like
-    :func:`netutil.run` but without asyncio's debug mode, whose bookkeeping (a stack trace for
-    every callback) would make the event loop of a thousand connections the bottleneck.
-    """
-    with no_asyncio_noise():
-        loop = asyncio.new_event_loop()
-        try:
-            result = loop.run_until_complete(asyncio.wait_for(main(), timeout))  # type: ignore[arg-type]
-            loop.run_until_complete(asyncio.sleep(0.01))
-            left = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in left:
-                task.cancel()
-            if left:
-                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
-            assert not left, f"tasks left behind: {left}"
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            loop.close()
-    return result
+    """:func:`netutil.run` without asyncio's debug mode, which a thousand connections would choke."""
+    return netutil.run(main, timeout=timeout, debug=False)
 
 
 async def watch_lag(stop: asyncio.Event, lag: list[float]) -> None:
