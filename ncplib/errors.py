@@ -10,6 +10,8 @@ the usual :exc:`ValueError` or :exc:`TypeError`.
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,11 +47,19 @@ class AuthenticationError(NCPError):
     """Raised when an NCP :class:`~ncplib.Connection` cannot authenticate."""
 
 
-class NetworkTimeoutError(NCPError, TimeoutError):
+if sys.version_info >= (3, 11):
+    _TimeoutBase = TimeoutError
+else:  # pragma: no cover - asyncio.TimeoutError is a class of its own before 3.11
+
+    class _TimeoutBase(asyncio.TimeoutError, TimeoutError):
+        pass
+
+
+class NetworkTimeoutError(NCPError, _TimeoutBase):
     """
     Raised when an NCP :class:`~ncplib.Connection` times out while performing network activity.
 
-    It is also an :exc:`asyncio.TimeoutError` (and so a :exc:`TimeoutError`).
+    It is also an :exc:`asyncio.TimeoutError` and a :exc:`TimeoutError`.
     """
 
 
