@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import struct
 from typing import Any
 
@@ -39,3 +40,6 @@ EXPECTED_VALUES: dict[str, dict[str, Any]] = {
     "AF32": {"t": "array", "c": "f", "v": _floats([1.5, -0.25], single=True)},
     "AF64": {"t": "array", "c": "d", "v": _floats([0.1, -1e300])},
 }
+if array.array("L").itemsize != 8:
+    # Left out of the canonical values where "L" is 32-bit (see peers.common.WIDE_LONG).
+    del EXPECTED_VALUES["AU64"], EXPECTED_VALUES["AI64"]
