@@ -144,13 +144,14 @@ def _encode_f32(name: str, value: float) -> bytes:
         raise ValueError(f"Param {name!r}: {value!r} is out of range for NCP f32") from None
 
 
-def _encode(
+def encode_packet_buffers(
     packet_type: str,
     packet_id: int,
     timestamp: datetime,
     info: bytes,
     fields: Any,
 ) -> list[bytes | memoryview]:
+    """Encode a packet as a list of buffers; see :func:`ncplib.packets.encode_packet_buffers`."""
     # The hot loop avoids per-param function calls for the common types: the identifier cache
     # is read inline, and an i32 param is packed whole (header and value) by one Struct.
     out: list[bytes | memoryview] = [b""]
@@ -200,17 +201,6 @@ def _encode(
     out[0] = _encode_header(packet_type, packet_id, timestamp, info, packet_size)
     append(w.PACKET_FOOTER)
     return out
-
-
-def encode_packet_buffers(
-    packet_type: str,
-    packet_id: int,
-    timestamp: datetime,
-    info: bytes,
-    fields: Any,
-) -> list[bytes | memoryview]:
-    """Encode a packet as a list of buffers; see :func:`ncplib.packets.encode_packet_buffers`."""
-    return _encode(packet_type, packet_id, timestamp, info, fields)
 
 
 def _pack_field_tail(size_words: int, field_id: int, field_name: str) -> bytes:
@@ -266,7 +256,7 @@ def encode_packet(
     fields: Any,
 ) -> bytes:
     """Encode a packet as bytes; see :func:`ncplib.packets.encode_packet`."""
-    return b"".join(_encode(packet_type, packet_id, timestamp, info, fields))
+    return b"".join(encode_packet_buffers(packet_type, packet_id, timestamp, info, fields))
 
 
 # Decoding.
