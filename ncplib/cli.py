@@ -47,6 +47,7 @@ from typing import IO, Any
 
 import ncplib
 from ncplib.errors import AuthenticationError, CommandError, DecodeError, NCPError
+from ncplib.packets import encode_packet_buffers
 from ncplib.values import f64, i64, u32, u64
 
 __all__ = [
@@ -376,36 +377,26 @@ def field_to_json(field: Any) -> dict[str, Any]:
     }
 
 
-def _param_wire_size(value: Any) -> int:
-    if _is_array(value):
-        size = int(len(value) * value.itemsize)
-    elif isinstance(value, (bytes, bytearray, memoryview)):
-        size = memoryview(value).nbytes
-    elif isinstance(value, str):
-        size = len(value.encode("utf-8", "replace")) + 1
-    elif isinstance(value, (i64, u64, f64)):
-        size = 8
-    else:
-        size = 4
-    return 8 + (size + 3) // 4 * 4
-
-
-def field_wire_size(field: Any) -> int:
-    """The size in bytes of a packet holding only this field (what ``--save`` writes for it)."""
-    return 32 + 8 + 12 + sum(_param_wire_size(value) for value in field.values())
-
-
-def encode_field(field: Any) -> bytes:
-    """Re-encodes a received field as a one-field NCP packet (header info bytes zero)."""
-    from ncplib.packets import encode_packet
-
-    return encode_packet(
+def _field_packet(field: Any) -> list[bytes | memoryview]:
+    """A received field as the buffers of a one-field NCP packet (header info bytes zero)."""
+    return encode_packet_buffers(
         field.packet_type,
         field.packet_id,
         field.packet_timestamp,
         b"\x00\x00\x00\x00",
         [(field.name, field.id, list(field.items()))],
     )
+
+
+def field_wire_size(field: Any) -> int:
+    """The size in bytes of a packet holding only this field (what ``--save`` writes for it)."""
+    # Large values are views in the buffer list, so nothing big is copied to measure it.
+    return sum(memoryview(buffer).nbytes for buffer in _field_packet(field))
+
+
+def encode_field(field: Any) -> bytes:
+    """Re-encodes a received field as a one-field NCP packet (header info bytes zero)."""
+    return b"".join(_field_packet(field))
 
 
 # Client commands.
