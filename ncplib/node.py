@@ -30,7 +30,7 @@ name and field id):
     bytes and a data param has no length of its own, so a sweep of 667 bins arrives as 668
     values, the last one a padding zero (which would read as a signal at ``RLEV``)::
 
-        levels = field["RLEV"] - field["PDAT"][: field["NBIN"]] / 2  # numpy mode: dBm per bin
+        levels = field["RLEV"] - data_values(field, "PDAT") / 2  # numpy mode: dBm per bin
 
 ``TIME``
     I/Q capture, asked for in one of two ways (the physical params win when both are sent):
@@ -83,7 +83,7 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sized
 from typing import TYPE_CHECKING, Any, Literal
 
 from ncplib._signal import IQ_SAMPLE_RATE_HZ, Scene
@@ -101,6 +101,10 @@ __all__ = [
     "MAX_BINS",
     "MAX_SAMPLES",
     "MAX_DECIMATION",
+    "COUNTED_DATA",
+    "ONCE_PACKET_TYPES",
+    "STREAM_PACKET_TYPE",
+    "data_values",
     "WARC_IGNORED",
     "WARC_CAPPED",
 ]
@@ -123,8 +127,17 @@ MAX_DECIMATION = 65536
 # NCP splits frequencies into whole MHz and the remainder in milli-hertz (FCTR/FCTM, RBME/RBMI).
 _MILLI_PER_MEGA = 1_000_000_000
 
-_ONCE_PACKET_TYPES = frozenset({"DSPC", "NODE"})
-_STREAM_PACKET_TYPE = "DSPL"
+#: Data params of replies whose values another param of the same field counts: name ->
+#: (count param, values per count). NCP pads every param to a multiple of 4 bytes and a data
+#: param has no length of its own, so a u8 ``PDAT`` of 667 bins arrives as 668 values, the last
+#: a padding zero; ``NBIN`` says how many are bins. ``DIQT`` holds I and Q for each of ``SAMP``
+#: samples. See :func:`data_values`.
+COUNTED_DATA: dict[str, tuple[str, int]] = {"PDAT": ("NBIN", 1), "DIQT": ("SAMP", 2)}
+
+#: Packet types of commands answered once, as on RFeye nodes.
+ONCE_PACKET_TYPES = frozenset({"DSPC", "NODE"})
+#: The packet type of commands answered repeatedly (a stream of replies).
+STREAM_PACKET_TYPE = "DSPL"
 
 _Params = dict[str, Any]
 
@@ -190,6 +203,35 @@ class _Request:
             return {}
         # One field per acknowledgement: the most serious code (a cap) and every reason.
         return {"WARN": "; ".join(text for _, text in notes), "WARC": max(code for code, _ in notes)}
+
+
+def data_values(field: Mapping[str, Any], name: str) -> Any:
+    """
+    A data param of a received field without the padding NCP adds: the first ``NBIN`` values of
+    ``PDAT`` (one per bin), the first ``2 * SAMP`` of ``DIQT`` (I and Q per sample); see
+    :data:`COUNTED_DATA`.
+
+    Use it instead of the raw value wherever values are counted or searched: the padding zeros
+    of ``PDAT`` would read as bins at the reference level.
+
+    :param field: The received field (a :class:`~ncplib.Field` or any mapping of params).
+    :param str name: The data param's name.
+    :raises KeyError: if the field has no such param.
+    :returns: The value cut to its count, of the same type (an :class:`array.array` copy, or a
+        numpy view in numpy mode); the whole value when the field holds no usable count for it
+        (a param not in :data:`COUNTED_DATA`, or a count that is missing, not a whole number or
+        larger than the value).
+    """
+    value = field[name]
+    counted = COUNTED_DATA.get(name)
+    if counted is None:
+        return value
+    count_name, per_count = counted
+    count = field.get(count_name)
+    length = len(value) if isinstance(value, Sized) else 0
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count * per_count < length:
+        return value
+    return value[: count * per_count]
 
 
 def _split_hz(request: _Request, mhz: str, millihertz: str) -> float:
@@ -307,8 +349,8 @@ class SimulatedNode:
     def _dispatch(self, connection: Connection, field: Field) -> asyncio.Task[None] | None:
         """Answers one command; returns the task of a new stream, if it starts one."""
         command = self._commands.get(field.name)
-        stream = field.packet_type == _STREAM_PACKET_TYPE
-        if command is None or not (stream or field.packet_type in _ONCE_PACKET_TYPES):
+        stream = field.packet_type == STREAM_PACKET_TYPE
+        if command is None or not (stream or field.packet_type in ONCE_PACKET_TYPES):
             logger.info("Simulated node: unknown command %s %s", field.packet_type, field.name)
             field.send(ERRO="Unknown command", ERRC=400)
             return None

@@ -132,7 +132,10 @@ def test_time_sample_count_is_capped_and_checked() -> None:
         with pytest.warns(ncplib.CommandWarning) as warned:
             capped = await connection.send("DSPC", "TIME", SAMP=10**7, DECI=1).recv()
         assert [(w.message.code, w.message.detail) for w in warned] == [  # type: ignore[union-attr]
-            (WARC_CAPPED, f"SAMP 10000000 needs 10000000 samples, more than {MAX_SAMPLES}: {MAX_SAMPLES} captured")
+            (
+                WARC_CAPPED,
+                f"SAMP 10000000 needs 10000000 samples, more than {MAX_SAMPLES}: {MAX_SAMPLES} captured",
+            )
         ]
         with pytest.raises(ncplib.CommandError) as zero:
             await connection.send("DSPC", "TIME", SAMP=0).recv()

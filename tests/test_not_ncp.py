@@ -59,8 +59,9 @@ def test_framer_says_what_the_peer_sent() -> None:
     reader = PacketReader()
     with pytest.raises(DecodeError) as caught:
         reader.feed(HTTP)
-    assert str(caught.value).startswith("Invalid packet header magic 48545450: the peer sent 'HTTP/1.1 200 OK")
-    assert str(caught.value).endswith(", not NCP")
+    message = str(caught.value)
+    assert message.startswith("Invalid packet header magic 48545450: the peer sent 'HTTP/1.1 200 OK")
+    assert message.endswith(", not NCP")
 
 
 def test_connecting_to_an_http_server_says_so() -> None:
