@@ -840,7 +840,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="DSPL replies per second (default: %(default)s; 0 = unlimited)",
     )
     node.add_argument(
-        "--timeout", type=int, default=60, help="network timeout in seconds (default: %(default)s)"
+        "--timeout", type=_count, default=60, help="network timeout in seconds (default: %(default)s)"
     )
     node.set_defaults(run=_run_node)
 

@@ -389,6 +389,13 @@ def test_stream_save_to_unwritable_file_exits_2(node: str, tmp_path: Path) -> No
     assert_one_line_error(result, cli.EXIT_USAGE, "cannot write")
 
 
+@pytest.mark.parametrize("timeout", ["0", "-3", "1.5"])
+def test_node_timeout_must_be_a_whole_number_of_seconds(timeout: str) -> None:
+    result = ncplib_command("node", "--port", "0", "--timeout", timeout)
+    assert result.returncode == cli.EXIT_USAGE
+    assert "argument --timeout: must be a whole number of at least 1" in result.stderr
+
+
 def test_node_port_in_use_exits_3() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
