@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import warnings
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -138,19 +140,29 @@ def test_no_warning_when_the_timeout_is_accepted() -> None:
         run(main)
 
 
-@pytest.mark.parametrize("link", ["x", -1, 1.5])
-def test_client_treats_a_bad_scar_link_as_zero(link: Any) -> None:
+@contextlib.asynccontextmanager
+async def _client_of_raw_server(link: Any) -> AsyncIterator[ncplib.Connection]:
+    """A client (timeout 10) connected to a hand-written server that answers SCAR with ``link``."""
+
     async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await raw_handshake(reader, writer, link=link)
         await reader.read()
 
-    async def main() -> None:
-        async with raw_server(peer) as port:
-            connection = await ncplib.connect("127.0.0.1", port, timeout=10)
-            assert connection._timeout == 10  # A legacy peer: the client's own timeout applies.
-            assert connection._keepalive_interval == 3
+    async with raw_server(peer) as port:
+        connection = await ncplib.connect("127.0.0.1", port, timeout=10)
+        try:
+            yield connection
+        finally:
             connection.close()
             await connection.wait_closed()
+
+
+@pytest.mark.parametrize("link", ["x", -1, 1.5])
+def test_client_treats_a_bad_scar_link_as_zero(link: Any) -> None:
+    async def main() -> None:
+        async with _client_of_raw_server(link) as connection:
+            assert connection._timeout == 10  # A legacy peer: the client's own timeout applies.
+            assert connection._keepalive_interval == 3
 
     with pytest.warns(ncplib.DecodeWarning):
         run(main)
@@ -242,13 +254,8 @@ def test_client_accepts_a_legacy_server_silently_and_sends_a_keepalive_at_once()
 
 @pytest.mark.parametrize("negotiated", [0, 10])
 def test_legacy_keepalives_are_not_postponed_by_traffic(negotiated: int) -> None:
-    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await raw_handshake(reader, writer, link=negotiated)
-        await reader.read()
-
     async def main() -> None:
-        async with raw_server(peer) as port:
-            connection = await ncplib.connect("127.0.0.1", port, timeout=10)
+        async with _client_of_raw_server(negotiated) as connection:
             handle = connection._keepalive_handle
             assert handle is not None
             connection._last_sent = connection._loop.time() + 100  # As if a packet had just gone out.
@@ -261,8 +268,6 @@ def test_legacy_keepalives_are_not_postponed_by_traffic(negotiated: int) -> None
                 assert handle.when() == pytest.approx(connection._last_sent + 6)
             else:
                 assert handle.when() == pytest.approx(connection._loop.time() + 3, abs=1)
-            connection.close()
-            await connection.wait_closed()
 
     run(main)
 
