@@ -347,7 +347,7 @@ def _counted(field: Any, name: str) -> tuple[Any, int]:
 
     value = field[name]
     counted = data_values(field, name) if _is_array(value) else value
-    return counted, len(value) - len(counted) if counted is not value else 0
+    return counted, (len(value) - len(counted) if counted is not value else 0)
 
 
 def format_field(field: Any) -> str:
