@@ -11,6 +11,9 @@ import re
 import sys
 from typing import Final
 
+#: The TCP port of plain NCP (RFeye nodes listen there).
+DEFAULT_PORT: Final = 9999
+
 PACKET_HEADER_MAGIC: Final = b"\xdd\xcc\xbb\xaa"
 PACKET_FOOTER_MAGIC: Final = b"\xaa\xbb\xcc\xdd"
 #: The footer every sender writes: no checksum, then the footer magic.

@@ -1,0 +1,983 @@
+"""
+Sans-IO NCP connection
+======================
+
+:class:`ClientProtocol` and :class:`ServerProtocol` are one side of an NCP connection as a pure
+state machine: they never touch a socket, a thread, a timer or an event loop ("bring your own
+I/O", as h11 and websockets do it). A front end drives them with four kinds of calls:
+
+- **bytes in**: :meth:`~Protocol.receive_data` with the bytes read from the network (or
+  :meth:`~Protocol.get_buffer` / :meth:`~Protocol.buffer_updated` to receive straight into the
+  protocol's memory), :meth:`~Protocol.receive_eof` when the peer closed;
+- **events out**: :meth:`~Protocol.next_event` (or :meth:`~Protocol.events_received`) returns
+  what those bytes meant, one :class:`Event` at a time: :class:`FieldReceived`,
+  :class:`HandshakeComplete`, :class:`TimeoutNegotiated`, :class:`ConnectionEnded` and so on;
+- **bytes out**: :meth:`~Protocol.data_to_send` returns what must be written to the network, in
+  order (handshake steps, keep-alives, the packets given to :meth:`~Protocol.send_packet`);
+- **the clock in**: every call that needs the time takes ``now``, in seconds of any monotonic
+  clock (:func:`time.monotonic`, :meth:`asyncio.loop.time() <asyncio.loop.time>`, a trio
+  clock). :meth:`~Protocol.next_timer` says when :meth:`~Protocol.handle_timer` is due (a
+  keep-alive to send), and :meth:`~Protocol.receive_deadline` when a wait for the next field
+  should give up with :meth:`~Protocol.timeout_error`.
+
+The protocol owns every connection rule of NCP (see ``ncp-protocol.md`` in the project's shared
+notes): the optional HTTP ``CONNECT`` step before NCP (:mod:`ncplib.tunnel`), the ``LINK``
+handshake, timeout negotiation, keep-alive decisions, the client's ``ERRO``/``WARN``/``ACKN``
+filters and reply matching (:class:`Request`). Packets are framed and decoded by
+:class:`~ncplib.framing.PacketReader` and encoded by :mod:`ncplib.packets`, with whichever codec
+is active.
+
+A minimal blocking client, to show the calls (:mod:`ncplib.sync` is the complete one)::
+
+    import socket, time
+    from ncplib.protocol import ClientProtocol, FieldReceived, HandshakeComplete
+
+    protocol = ClientProtocol(hostname="me", username="me", now=time.monotonic())
+    with socket.create_connection(("127.0.0.1", 9999)) as sock:
+        while True:
+            for event in protocol.events_received():
+                ...
+            sock.sendall(b"".join(protocol.data_to_send()))
+            protocol.receive_data(sock.recv(65536), time.monotonic())
+
+Memory is bounded: the protocol decodes a packet only when the front end asks for the next
+event, so it holds at most the bytes the front end chose to read plus the fields of one packet.
+"""
+
+from __future__ import annotations
+
+import enum
+import getpass
+import itertools
+import socket
+import uuid
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Final
+
+from ncplib import _wire as w
+from ncplib.errors import (
+    AuthenticationError,
+    ConnectionClosed,
+    DecodeError,
+    DecodeWarning,
+    NCPError,
+    NCPWarning,
+    NetworkError,
+    NetworkTimeoutError,
+)
+from ncplib.framing import DEFAULT_MAX_PACKET_SIZE, PacketReader
+from ncplib.packets import Param, encode_packet, encode_packet_buffers
+from ncplib.tunnel import (
+    MAX_HEAD_SIZE,
+    TunnelRequest,
+    encode_request,
+    encode_response,
+    parse_request,
+    parse_response,
+)
+
+__all__ = [
+    "MIN_TIMEOUT",
+    "MAX_TIMEOUT",
+    "LEGACY_KEEPALIVE_INTERVAL",
+    "DEFAULT_PORT",
+    "TLS_PORT",
+    "HTTP_PORT",
+    "LOCAL_INFO",
+    "default_port",
+    "client_identity",
+    "negotiate_timeout",
+    "keepalive_interval",
+    "next_field_id",
+    "Side",
+    "State",
+    "Event",
+    "TunnelRequestReceived",
+    "TunnelEstablished",
+    "TimeoutNegotiated",
+    "HandshakeComplete",
+    "FieldReceived",
+    "CommandErrorReceived",
+    "CommandWarningReceived",
+    "ConnectionEnded",
+    "Request",
+    "Protocol",
+    "ClientProtocol",
+    "ServerProtocol",
+]
+
+#: The shortest timeout a server accepts, in seconds.
+MIN_TIMEOUT: Final = 5
+#: The longest timeout a server accepts, in seconds.
+MAX_TIMEOUT: Final = 60
+#: Seconds between keep-alives to a legacy peer (negotiated timeout 0), as 6.1.0 sends them.
+LEGACY_KEEPALIVE_INTERVAL: Final = 3
+#: The keep-alive interval as a fraction of the negotiated timeout (whole seconds, rounded down).
+KEEPALIVE_FRACTION: Final = 0.66
+#: The port of plain NCP.
+DEFAULT_PORT: Final = w.DEFAULT_PORT
+#: The default port with TLS.
+TLS_PORT: Final = 443
+#: The default port with the HTTP ``CONNECT`` step but no TLS.
+HTTP_PORT: Final = 80
+#: The info word of every packet sent: the last 4 bytes of this host's MAC address.
+LOCAL_INFO: Final = uuid.getnode().to_bytes(6, "big")[-4:]
+# The CCRE CIW sent when the system has no hostname (the same as 6.1.0's).
+_FALLBACK_HOSTNAME = "python3-ncplib"
+_UTC = timezone.utc
+_HEAD_END = b"\r\n\r\n"
+# Field ids come from one counter per process, wrapping at 2**32.
+_field_ids = itertools.count()
+
+
+def next_field_id() -> int:
+    """
+    The next field id from the process-wide counter (as 6.1.0 numbers fields), wrapping at 2**32.
+
+    :returns: An id in ``0 .. 2**32 - 1``.
+    """
+    return next(_field_ids) & 0xFFFFFFFF
+
+
+def default_port(*, ssl: object, authenticate: bool) -> int:
+    """
+    The port used when none is given: 443 with TLS, 80 with HTTP authentication, else 9999.
+
+    :param ssl: The ``ssl`` argument (anything true means TLS).
+    :param bool authenticate: Whether the HTTP CONNECT step with credentials is used.
+    :returns: The port number.
+    """
+    if ssl:
+        return TLS_PORT
+    if authenticate:
+        return HTTP_PORT
+    return DEFAULT_PORT
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in this environment (e.g. a container with no user entry)
+        return ""
+
+
+def client_identity(hostname: str | None, username: str | None, domain: str | None) -> tuple[str, str, str]:
+    """
+    The CCRE identity a client sends: empty or missing values mean the defaults, as in 6.1.0.
+
+    :param hostname: CIW; defaults to the system hostname (``"python3-ncplib"`` if it has none).
+    :param username: CUSR; defaults to the login name of the system user (empty if there is none).
+    :param domain: CDOM; defaults to an empty string.
+    :returns: ``(hostname, username, domain)``.
+    """
+    return (
+        hostname or socket.gethostname() or _FALLBACK_HOSTNAME,
+        username or _login_name(),
+        domain or "",
+    )
+
+
+def _as_timeout(value: Any) -> int | None:
+    """The value as a non-negative whole number of seconds, or :data:`None` if it is not one."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return int(value)
+
+
+def negotiate_timeout(proposed: Any) -> int:
+    """
+    The timeout a server grants for the LINK value a client proposed.
+
+    :param proposed: The client's CCRE ``LINK`` param, or :data:`None` if it sent none.
+    :returns: 0 (legacy) if the client proposed none or 0 (or something that is not a
+        non-negative number, with a :exc:`~ncplib.DecodeWarning`), else the proposal clamped to
+        ``MIN_TIMEOUT..MAX_TIMEOUT``.
+    """
+    if proposed is None:
+        return 0
+    timeout = _as_timeout(proposed)
+    if timeout is None:
+        warnings.warn(DecodeWarning(f"Invalid connection timeout {proposed!r}"), stacklevel=2)
+        return 0
+    if timeout == 0:
+        return 0
+    return min(max(timeout, MIN_TIMEOUT), MAX_TIMEOUT)
+
+
+def keepalive_interval(timeout: int) -> int:
+    """
+    The keep-alive interval, in whole seconds, for a negotiated timeout.
+
+    :param int timeout: The negotiated timeout in seconds; 0 for a legacy peer.
+    :returns: ``0.66 * timeout`` rounded down (at least 1), or 3 for a legacy peer (which also
+        gets one keep-alive at once, when the handshake completes).
+    """
+    if timeout <= 0:
+        return LEGACY_KEEPALIVE_INTERVAL
+    return max(int(timeout * KEEPALIVE_FRACTION), 1)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(_UTC)
+
+
+class Side(enum.Enum):
+    """Which end of the connection a protocol is."""
+
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class State(enum.Enum):
+    """Where a connection is in its life cycle."""
+
+    #: The HTTP ``CONNECT`` step (only with TLS or credentials).
+    TUNNEL = "tunnel"
+    #: The ``LINK`` handshake.
+    HANDSHAKE = "handshake"
+    #: Fields flow both ways.
+    OPEN = "open"
+    #: Ended: by the peer, by an error, or by :meth:`Protocol.close`.
+    CLOSED = "closed"
+
+
+class Event:
+    """Base class of everything :meth:`Protocol.next_event` returns."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class TunnelRequestReceived(Event):
+    """
+    Server side: the client's HTTP ``CONNECT`` request arrived. Answer it with
+    :meth:`ServerProtocol.accept_tunnel` or :meth:`ServerProtocol.reject_tunnel`; until then no
+    NCP event is produced.
+    """
+
+    #: The parsed request; ``request.credentials`` is ``(username, password)`` or :data:`None`.
+    request: TunnelRequest
+
+
+@dataclass(frozen=True)
+class TunnelEstablished(Event):
+    """The HTTP ``CONNECT`` step succeeded; the ``LINK`` handshake starts."""
+
+
+@dataclass(frozen=True)
+class TimeoutNegotiated(Event):
+    """The handshake fixed the connection's timeout (sent in ``SCAR``)."""
+
+    #: Seconds: both sides send keep-alives and time out by it; 0 is a legacy peer (keep-alives
+    #: every 3 s, each side keeps its own receive timeout).
+    timeout: int
+
+
+@dataclass(frozen=True)
+class HandshakeComplete(Event):
+    """The ``LINK`` handshake is done: fields can flow, keep-alives are scheduled."""
+
+    #: The negotiated timeout in seconds (0: a legacy peer).
+    timeout: int
+    #: Server side: the client's hostname from CCRE ``CIW`` (:data:`None` if it sent none).
+    remote_hostname: str | None
+
+
+@dataclass(slots=True, eq=False)
+class FieldReceived(Event):
+    """A field arrived (after the handshake, and through the client's filters)."""
+
+    #: The type of the packet that contained it, an identifier such as ``"DSPC"``.
+    packet_type: str
+    #: The id of that packet.
+    packet_id: int
+    #: When that packet was sent: a timezone-aware UTC :class:`~datetime.datetime`.
+    packet_timestamp: datetime
+    #: The field name, an identifier.
+    name: str
+    #: The field id (a reply repeats the id of the request).
+    id: int
+    #: The params as ``(name, value)`` pairs, in wire order.
+    params: list[tuple[str, Any]]
+
+
+@dataclass(frozen=True)
+class CommandErrorReceived(Event):
+    """
+    Client side with ``auto_erro``: a field with an ``ERRO`` or ``ERRC`` param arrived. The field
+    is not delivered; the front end raises :exc:`ncplib.CommandError` for it.
+    """
+
+    field: FieldReceived
+    #: The ``ERRO`` param (the server's message), or :data:`None`.
+    detail: Any
+    #: The ``ERRC`` param (the server's code), or :data:`None`.
+    code: Any
+
+
+@dataclass(frozen=True)
+class CommandWarningReceived(Event):
+    """
+    Client side with ``auto_warn``: a field with a ``WARN`` or ``WARC`` param arrived. The front
+    end issues :exc:`ncplib.CommandWarning`; the field itself follows as a
+    :class:`FieldReceived` unless it is named ``WARN`` or holds ``ACKN`` (with ``auto_ackn``).
+    """
+
+    field: FieldReceived
+    #: The ``WARN`` param, or :data:`None`.
+    detail: Any
+    #: The ``WARC`` param, or :data:`None`.
+    code: Any
+
+
+@dataclass(frozen=True)
+class ConnectionEnded(Event):
+    """
+    No more fields will arrive. The front end should close its transport.
+
+    ``error`` says why: :exc:`~ncplib.ConnectionClosed` when the peer closed between packets,
+    :exc:`~ncplib.NetworkError` when it closed in the middle of one or the HTTP step failed,
+    :exc:`~ncplib.AuthenticationError` when credentials were rejected,
+    :exc:`~ncplib.DecodeError` when a malformed or oversized packet arrived.
+    """
+
+    error: NCPError
+
+
+class Request:
+    """
+    What a reply to a sent packet looks like: it repeats the packet type and one of the
+    (field name, field id) pairs of the request.
+
+    :param str packet_type: The packet type sent.
+    :param fields: The ``(field name, field id)`` pairs sent.
+    """
+
+    __slots__ = ("fields", "packet_type")
+
+    def __init__(self, packet_type: str, fields: Iterable[tuple[str, int]]) -> None:
+        self.packet_type = packet_type
+        self.fields = frozenset(fields)
+
+    def matches(self, packet_type: str, name: str, field_id: int) -> bool:
+        """Tells whether a received field (given by its packet type, name and id) is a reply."""
+        return packet_type == self.packet_type and (name, field_id) in self.fields
+
+    def __repr__(self) -> str:
+        return f"<Request {self.packet_type!r} {sorted(self.fields)!r}>"
+
+
+class Protocol:
+    """
+    The part common to both sides; instantiate :class:`ClientProtocol` or :class:`ServerProtocol`.
+
+    :param int timeout: This side's timeout in seconds (0 or less: none). It bounds the CONNECT
+        step and the handshake; the client proposes it; after the handshake it is replaced by
+        the negotiated one, unless that is 0 (a legacy peer).
+    :param float now: The monotonic time the connection starts (the handshake clock starts then).
+    :param bool auto_erro: Turn fields with ``ERRO``/``ERRC`` into :class:`CommandErrorReceived`.
+    :param bool auto_warn: Announce fields with ``WARN``/``WARC`` by :class:`CommandWarningReceived`.
+    :param bool auto_ackn: Drop fields with ``ACKN``.
+    :param int max_packet_size: The largest packet accepted, in bytes.
+    :param bool use_numpy: Decode data params as read-only numpy views (needs numpy).
+    :param clock: Returns the wall-clock time stamped on packets sent (a UTC datetime).
+    :param bytes info: The info word of packets sent (at most 4 bytes).
+    :param field_ids: Returns the id of each new field sent; defaults to :func:`next_field_id`.
+    :raises ValueError: if ``max_packet_size`` is too small.
+    :raises ImportError: if ``use_numpy`` is true and numpy is not installed.
+    """
+
+    side: Side
+
+    def __init__(
+        self,
+        *,
+        timeout: int,
+        now: float,
+        tunnel: bool,
+        auto_erro: bool,
+        auto_warn: bool,
+        auto_ackn: bool,
+        max_packet_size: int,
+        use_numpy: bool,
+        clock: Callable[[], datetime],
+        info: bytes,
+        field_ids: Callable[[], int],
+    ) -> None:
+        self.reader = PacketReader(max_packet_size=max_packet_size, use_numpy=use_numpy)
+        self.own_timeout = timeout
+        #: The seconds of silence after which a wait for a field gives up (0: never).
+        self.timeout = timeout
+        #: The negotiated timeout once the handshake is done (0: a legacy peer), else None.
+        self.negotiated_timeout: int | None = None
+        self.state = State.TUNNEL if tunnel else State.HANDSHAKE
+        self.auto_erro = auto_erro
+        self.auto_warn = auto_warn
+        self.auto_ackn = auto_ackn
+        self._filtered = auto_erro or auto_warn or auto_ackn
+        self._clock = clock
+        self._info = info
+        self._field_ids = field_ids
+        self._events: deque[Event] = deque()
+        self._out: list[bytes | memoryview] = []
+        self._head: bytearray | None = bytearray() if tunnel else None
+        self._eof = False
+        self._ended = False
+        #: Why the connection ended (once a :class:`ConnectionEnded` was produced), else None.
+        self.error: NCPError | None = None
+        self._failure: NCPError | None = None
+        self._phase_started = now
+        self._last_received = now
+        self._pending_since: float | None = None
+        self._last_sent = now
+        self._keepalive_due: float | None = None
+        self._keepalive_interval = 0
+        self._keepalive_postpone = True
+
+    # Bytes in.
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """
+        Writable memory to receive the next bytes into (zero copy); then call :meth:`buffer_updated`.
+
+        Before NCP starts (the CONNECT step) it is scratch memory that :meth:`buffer_updated`
+        copies from.
+        """
+        if self._head is not None or self._failure is not None:
+            return memoryview(bytearray(max(sizehint, 4096) if sizehint > 0 else 4096))
+        return self.reader.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int, now: float, buffer: memoryview | None = None) -> None:
+        """
+        Records that ``nbytes`` bytes were written into the memory from :meth:`get_buffer`.
+
+        :param buffer: That memory, needed only when it was scratch memory (during the CONNECT
+            step); the front end passes back what :meth:`get_buffer` returned.
+        """
+        if self._head is not None or self._failure is not None:
+            if buffer is not None:
+                self.receive_data(buffer[:nbytes], now)
+            return
+        self._received(now)
+        try:
+            self.reader.buffer_updated(nbytes)
+        except DecodeError as ex:
+            self._failure = ex
+
+    def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
+        """
+        Feeds bytes received from the peer. Nothing is decoded yet: see :meth:`next_event`.
+
+        :param data: The bytes, exactly as received.
+        :param float now: The monotonic time they arrived.
+        """
+        if not data or self._eof or self._failure is not None:
+            return
+        self._received(now)
+        view = memoryview(data).cast("B")
+        head = self._head
+        if head is not None:
+            start = max(len(head) - 3, 0)
+            head += view
+            end = head.find(_HEAD_END, start)
+            if end < 0:
+                if len(head) > MAX_HEAD_SIZE:
+                    self._failure = NetworkError(f"HTTP head larger than {MAX_HEAD_SIZE} bytes")
+                return
+            end += len(_HEAD_END)
+            if end > MAX_HEAD_SIZE:
+                self._failure = NetworkError(f"HTTP head larger than {MAX_HEAD_SIZE} bytes")
+                return
+            self._head = None
+            rest = head[end:]
+            # The head is complete: the clock starts again for the first packet.
+            self._pending_since = now if rest else None
+            self._head_received(bytes(head[:end]), now)
+            view = memoryview(rest)
+        if view:
+            try:
+                self.reader.feed(view)
+            except DecodeError as ex:
+                self._failure = ex
+
+    def _received(self, now: float) -> None:
+        self._last_received = now
+        if self._pending_since is None:
+            self._pending_since = now
+
+    def receive_eof(self) -> None:
+        """Records that the peer closed its end: a :class:`ConnectionEnded` follows the last field."""
+        self._eof = True
+
+    def _head_received(self, head: bytes, now: float) -> None:
+        raise NotImplementedError
+
+    # Events out.
+
+    def next_event(self, now: float | None = None) -> Event | None:
+        """
+        The next event, or :data:`None` when more bytes are needed (or the connection ended and
+        its :class:`ConnectionEnded` was returned already).
+
+        Decodes at most one packet per call, so unread packets stay compact in the receive buffer.
+
+        :param now: The monotonic time (default: that of the last bytes received); a packet read
+            now starts the timeout of the bytes after it.
+        """
+        events = self._events
+        while not events:
+            if self._ended:
+                return None
+            if self.state is State.TUNNEL:
+                if self._failure is not None:
+                    self._end(self._failure)
+                    continue
+                if self._eof:
+                    self._end_at_eof()
+                    continue
+                return None
+            try:
+                packet = self.reader.next_packet()
+            except DecodeError as ex:
+                self._end(ex)
+                continue
+            if packet is None:
+                if self._failure is not None:
+                    self._end(self._failure)
+                    continue
+                if self._eof:
+                    self._end_at_eof()
+                    continue
+                return None
+            # A packet arrived whole: whatever follows it gets a full timeout of its own.
+            self._pending_since = (self._last_received if now is None else now) if self.reader.buffered else None
+            packet_type, packet_id, timestamp, _info, fields = packet
+            for name, field_id, params in fields:
+                self._field(FieldReceived(packet_type, packet_id, timestamp, name, field_id, params))
+        return events.popleft()
+
+    def events_received(self, now: float | None = None) -> list[Event]:
+        """Every event the bytes received so far make (see :meth:`next_event`)."""
+        events = []
+        while (event := self.next_event(now)) is not None:
+            events.append(event)
+        return events
+
+    def _end_at_eof(self) -> None:
+        if self.reader.buffered or self._head:
+            self._end(NetworkError("Connection closed in the middle of a packet"))
+        else:
+            self._end(ConnectionClosed("Connection closed"))
+
+    def _end(self, error: NCPError) -> None:
+        self._ended = True
+        self.error = error
+        self.state = State.CLOSED
+        self._keepalive_due = None
+        self._events.append(ConnectionEnded(error))
+
+    def _fail(self, error: NCPError) -> None:
+        """Ends the connection at once (the CONNECT step failed): nothing after it is read."""
+        self._failure = error
+        self._events.clear()
+
+    def _field(self, field: FieldReceived) -> None:
+        if self._filtered and not self._filter(field):
+            return
+        if self.state is State.OPEN:
+            self._events.append(field)
+        else:
+            self._handshake_field(field)
+
+    def _filter(self, field: FieldReceived) -> bool:
+        # The client-side filters, in the reference's order: an error wins over a warning; a
+        # field named ERRO or WARN is a notice in itself and never delivered while its filter is
+        # on; a field with an ACKN param is an acknowledgement. True: deliver the field.
+        params = dict(field.params)
+        if self.auto_erro:
+            if "ERRO" in params or "ERRC" in params:
+                self._events.append(CommandErrorReceived(field, params.get("ERRO"), params.get("ERRC")))
+                return False
+            if field.name == "ERRO":
+                return False
+        if self.auto_warn:
+            if "WARN" in params or "WARC" in params:
+                self._events.append(CommandWarningReceived(field, params.get("WARN"), params.get("WARC")))
+            if field.name == "WARN":
+                return False
+        return not (self.auto_ackn and "ACKN" in params)
+
+    def _handshake_field(self, field: FieldReceived) -> None:
+        raise NotImplementedError
+
+    def _complete(self, negotiated: int) -> None:
+        now = self._last_received
+        self.negotiated_timeout = negotiated
+        self.timeout = negotiated if negotiated > 0 else self.own_timeout
+        self.state = State.OPEN
+        self._keepalive_interval = keepalive_interval(negotiated)
+        self._keepalive_postpone = negotiated > 0
+        if negotiated <= 0:
+            # A legacy peer gets its first keep-alive at once, as from 6.1.0, then every 3 s.
+            self._send_keepalive(now)
+        else:
+            self._keepalive_due = now + self._keepalive_interval
+
+    # Bytes out.
+
+    def data_to_send(self) -> list[bytes | memoryview]:
+        """
+        The buffers to write to the network, in order; each is returned once.
+
+        Large array and raw values are views of the values given to :meth:`send_packet`: write
+        them before modifying those values.
+        """
+        out, self._out = self._out, []
+        return out
+
+    def send_packet(
+        self, packet_type: str, fields: Sequence[tuple[str, int, Iterable[tuple[str, Param]]]], now: float
+    ) -> bool:
+        """
+        Encodes a packet (packet id 1, as 6.1.0 sends) and queues it for :meth:`data_to_send`.
+
+        Sending postpones the next keep-alive (unless the peer is a legacy one).
+
+        :param str packet_type: The packet type, an identifier.
+        :param fields: ``(field name, field id, params)`` triples; params as ``(name, value)``.
+        :param float now: The monotonic time.
+        :raises ValueError: if a name is not a valid identifier or a value is invalid.
+        :raises TypeError: if a value is not one of the supported value types.
+        :returns: :data:`True` if queued; :data:`False` if dropped because the connection ended.
+        """
+        buffers = encode_packet_buffers(packet_type, 1, self._clock(), self._info, fields)
+        if self.state is State.CLOSED:
+            return False
+        self._out.extend(buffers)
+        self._last_sent = now
+        return True
+
+    def send(self, packet_type: str, field_name: str, params: Mapping[str, Param], now: float) -> Request:
+        """
+        Sends a packet of one new field (with the next field id) and says what its replies look like.
+
+        :raises ValueError: if a name is not a valid identifier or a value is invalid.
+        :raises TypeError: if a value is not one of the supported value types.
+        :returns: The :class:`Request` that matches the replies.
+        """
+        field_id = self._field_ids()
+        self.send_packet(packet_type, [(field_name, field_id, params.items())], now)
+        return Request(packet_type, [(field_name, field_id)])
+
+    def new_field_id(self) -> int:
+        """An id for a new field to send."""
+        return self._field_ids()
+
+    # The clock.
+
+    def next_timer(self) -> float | None:
+        """
+        When :meth:`handle_timer` is next due (monotonic seconds), or :data:`None` if nothing is
+        scheduled (before the handshake completes, and after the connection ended).
+        """
+        return self._keepalive_due
+
+    def handle_timer(self, now: float) -> None:
+        """
+        Does what is due at ``now``: sends a keep-alive (a ``LINK`` packet with no fields, packet
+        id 0, a whole-second timestamp) when the interval passed with nothing sent.
+        """
+        due = self._keepalive_due
+        if due is None or self.state is not State.OPEN:
+            return
+        if self._keepalive_postpone:
+            due = self._last_sent + self._keepalive_interval
+            if due > now + 0.01:
+                self._keepalive_due = due
+                return
+        elif due > now + 0.01:
+            return
+        self._send_keepalive(now)
+
+    def _send_keepalive(self, now: float) -> None:
+        self._out.append(encode_packet("LINK", 0, self._clock().replace(microsecond=0), self._info, ()))
+        self._last_sent = now
+        self._keepalive_due = now + self._keepalive_interval
+
+    def receive_deadline(self, waiting_since: float) -> float | None:
+        """
+        When a wait for the next event that started at ``waiting_since`` times out, or :data:`None`.
+
+        After the handshake: ``timeout`` seconds from the first byte of the packet still
+        incomplete, or from ``waiting_since`` when none of it is held, so that bytes that never
+        complete a packet do not keep the connection alive. Before: the CONNECT step and the
+        handshake must each be completed within the timeout.
+        """
+        timeout = self.timeout
+        if timeout <= 0:
+            return None
+        if self.state is not State.OPEN:
+            return self._phase_started + timeout
+        pending = self._pending_since
+        return (waiting_since if pending is None else pending) + timeout
+
+    def timeout_error(self) -> NetworkTimeoutError:
+        """The error to raise when :meth:`receive_deadline` passed."""
+        if self.state is State.HANDSHAKE:
+            return NetworkTimeoutError(f"Handshake not completed within {self.timeout} seconds")
+        return NetworkTimeoutError(f"No complete packet received for {self.timeout:g} seconds")
+
+    # Closing.
+
+    def close(self) -> None:
+        """Ends the connection on this side: no more events or keep-alives; sends are dropped."""
+        self.state = State.CLOSED
+        self._keepalive_due = None
+        self._ended = True
+        self._events.clear()
+
+
+class ClientProtocol(Protocol):
+    """
+    The client side. Waits for ``HELO``, sends ``CCRE``, reads the negotiated timeout from
+    ``SCAR``, sends ``CARE`` and completes on ``SCON``. With ``credentials`` it first sends the
+    HTTP ``CONNECT`` request and checks the answer.
+
+    :param str hostname: CCRE ``CIW`` and CARE ``CAR`` (see :func:`client_identity`).
+    :param str username: CCRE ``CUSR``.
+    :param str domain: CCRE ``CDOM``.
+    :param credentials: ``(username, password)`` for the CONNECT step, or :data:`None` for none.
+        TLS always needs the step: pass ``("", "")`` then.
+    :param int timeout: Proposed to the server in CCRE ``LINK``; see :class:`Protocol`.
+
+    The filters are on by default, as in :func:`ncplib.connect`. Other parameters as in
+    :class:`Protocol`. Issues :exc:`~ncplib.NCPWarning` if the server changes the timeout to
+    another non-zero value, :exc:`~ncplib.DecodeWarning` if SCAR's ``LINK`` is not a
+    non-negative number (it is then taken as 0).
+    """
+
+    side = Side.CLIENT
+
+    def __init__(
+        self,
+        *,
+        hostname: str,
+        username: str,
+        domain: str = "",
+        credentials: tuple[str, str] | None = None,
+        timeout: int = 60,
+        now: float = 0.0,
+        auto_erro: bool = True,
+        auto_warn: bool = True,
+        auto_ackn: bool = True,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        use_numpy: bool = False,
+        clock: Callable[[], datetime] = _utcnow,
+        info: bytes = LOCAL_INFO,
+        field_ids: Callable[[], int] = next_field_id,
+    ) -> None:
+        super().__init__(
+            timeout=timeout,
+            now=now,
+            tunnel=credentials is not None,
+            auto_erro=auto_erro,
+            auto_warn=auto_warn,
+            auto_ackn=auto_ackn,
+            max_packet_size=max_packet_size,
+            use_numpy=use_numpy,
+            clock=clock,
+            info=info,
+            field_ids=field_ids,
+        )
+        self.hostname = hostname
+        self.username = username
+        self.domain = domain
+        self._step = "HELO"
+        self._negotiated = 0
+        if credentials is not None:
+            self._out.append(encode_request(*credentials))
+
+    def _head_received(self, head: bytes, now: float) -> None:
+        try:
+            parse_response(head)
+        except NCPError as ex:
+            self._fail(ex)
+            return
+        self.state = State.HANDSHAKE
+        self._phase_started = now
+        self._events.append(TunnelEstablished())
+
+    def _handshake_field(self, field: FieldReceived) -> None:
+        # Anything but the next step (other fields, keep-alives) is dropped.
+        if field.packet_type != "LINK" or field.name != self._step:
+            return
+        now = self._last_received
+        if self._step == "HELO":
+            self._step = "SCAR"
+            self.send_packet(
+                "LINK",
+                [
+                    (
+                        "CCRE",
+                        self._field_ids(),
+                        [
+                            ("CIW", self.hostname),
+                            ("CUSR", self.username),
+                            ("CDOM", self.domain),
+                            ("LINK", self.own_timeout),
+                        ],
+                    )
+                ],
+                now,
+            )
+        elif self._step == "SCAR":
+            self._step = "SCON"
+            raw = dict(field.params).get("LINK")
+            negotiated = 0
+            if raw is not None:
+                checked = _as_timeout(raw)
+                if checked is None:
+                    warnings.warn(DecodeWarning(f"Invalid connection timeout {raw!r} from server"), stacklevel=2)
+                else:
+                    negotiated = checked
+                    # 0 is a legacy server's answer, not a change: accepted silently, as 6.1.0 does.
+                    if negotiated not in (0, self.own_timeout):
+                        warnings.warn(NCPWarning(f"Server changed connection timeout to {negotiated}"), stacklevel=2)
+            self._negotiated = negotiated
+            self._events.append(TimeoutNegotiated(negotiated))
+            self.send_packet("LINK", [("CARE", self._field_ids(), [("CAR", self.hostname)])], now)
+        else:
+            self._step = ""
+            self._complete(self._negotiated)
+            self._events.append(HandshakeComplete(self._negotiated, None))
+
+
+class ServerProtocol(Protocol):
+    """
+    The server side. Sends ``HELO`` (at once, or once the CONNECT step is accepted), answers
+    ``CCRE`` with ``SCAR`` (the negotiated timeout, see :func:`negotiate_timeout`), and ``CARE``
+    with ``SCON``.
+
+    :param bool tunnel: Expect the HTTP ``CONNECT`` step first (TLS or authentication).
+    :param helo_params: Params of the ``HELO`` field (real nodes send ``NCPV``, ``SEID``, ``MACA``).
+
+    The filters are off by default, as on a server :class:`~ncplib.Connection`. Other parameters
+    as in :class:`Protocol`. Issues :exc:`~ncplib.NCPWarning` when the granted timeout differs
+    from the client's proposal.
+
+    :raises ValueError: if a ``helo_params`` name or value is invalid.
+    :raises TypeError: if a ``helo_params`` value is not one of the supported value types.
+    """
+
+    side = Side.SERVER
+
+    def __init__(
+        self,
+        *,
+        tunnel: bool = False,
+        helo_params: Mapping[str, Param] | None = None,
+        timeout: int = 60,
+        now: float = 0.0,
+        auto_erro: bool = False,
+        auto_warn: bool = False,
+        auto_ackn: bool = False,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        use_numpy: bool = False,
+        clock: Callable[[], datetime] = _utcnow,
+        info: bytes = LOCAL_INFO,
+        field_ids: Callable[[], int] = next_field_id,
+    ) -> None:
+        super().__init__(
+            timeout=timeout,
+            now=now,
+            tunnel=tunnel,
+            auto_erro=auto_erro,
+            auto_warn=auto_warn,
+            auto_ackn=auto_ackn,
+            max_packet_size=max_packet_size,
+            use_numpy=use_numpy,
+            clock=clock,
+            info=info,
+            field_ids=field_ids,
+        )
+        self._helo = dict(helo_params or {})
+        #: The client's hostname from CCRE ``CIW``, once received (else :data:`None`).
+        self.remote_hostname: str | None = None
+        self._step = "CCRE"
+        self._negotiated = 0
+        self._request: TunnelRequest | None = None
+        # Bad params fail now, not when a client connects.
+        encode_packet("LINK", 1, _utcnow(), b"", [("HELO", 0, self._helo.items())])
+        if not tunnel:
+            self._send_helo(now)
+
+    def _send_helo(self, now: float) -> None:
+        self.send_packet("LINK", [("HELO", self._field_ids(), self._helo.items())], now)
+
+    def _head_received(self, head: bytes, now: float) -> None:
+        try:
+            request = parse_request(head)
+        except NCPError as ex:
+            self._out.append(encode_response(400))
+            self._fail(ex)
+            return
+        if request.method != "CONNECT":
+            self._out.append(encode_response(405))
+            self._fail(NetworkError(f"HTTP method {request.method} not allowed"))
+            return
+        self._request = request
+        self._events.append(TunnelRequestReceived(request))
+
+    def accept_tunnel(self, now: float) -> None:
+        """
+        Answers the CONNECT request with ``200 OK`` and starts the handshake (sends ``HELO``).
+
+        :raises RuntimeError: if no CONNECT request is waiting for an answer.
+        """
+        if self._request is None or self.state is not State.TUNNEL:
+            raise RuntimeError("No CONNECT request to answer")
+        self._request = None
+        self._out.append(encode_response(200))
+        self.state = State.HANDSHAKE
+        self._phase_started = now
+        self._send_helo(now)
+
+    def reject_tunnel(self) -> None:
+        """
+        Answers the CONNECT request with ``401 Unauthorized``; the connection then ends with
+        :exc:`~ncplib.AuthenticationError`.
+
+        :raises RuntimeError: if no CONNECT request is waiting for an answer.
+        """
+        if self._request is None or self.state is not State.TUNNEL:
+            raise RuntimeError("No CONNECT request to answer")
+        self._request = None
+        self._out.append(encode_response(401))
+        self._fail(AuthenticationError("HTTP 401 Unauthorized"))
+
+    def _handshake_field(self, field: FieldReceived) -> None:
+        if field.packet_type != "LINK" or field.name != self._step:
+            return
+        now = self._last_received
+        if self._step == "CCRE":
+            self._step = "CARE"
+            params = dict(field.params)
+            hostname = params.get("CIW")
+            if isinstance(hostname, str) and hostname:
+                self.remote_hostname = hostname
+            raw = params.get("LINK")
+            negotiated = negotiate_timeout(raw)
+            if raw is not None and negotiated != raw and _as_timeout(raw) is not None:
+                warnings.warn(NCPWarning(f"Changed connection timeout from {raw} to {negotiated}"), stacklevel=2)
+            self._negotiated = negotiated
+            self._events.append(TimeoutNegotiated(negotiated))
+            self.send_packet("LINK", [("SCAR", self._field_ids(), [("LINK", negotiated)])], now)
+        else:
+            self._step = ""
+            self.send_packet("LINK", [("SCON", self._field_ids(), ())], now)
+            self._complete(self._negotiated)
+            self._events.append(HandshakeComplete(self._negotiated, self.remote_hostname))
