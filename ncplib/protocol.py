@@ -433,6 +433,7 @@ class Protocol:
         self._phase_started = now
         self._last_received = now
         self._pending_since: float | None = None
+        self._last_packet = now
         self._last_sent = now
         self._keepalive_due: float | None = None
         self._keepalive_interval = 0
@@ -554,7 +555,8 @@ class Protocol:
                     continue
                 return None
             # A packet arrived whole: whatever follows it gets a full timeout of its own.
-            self._pending_since = (self._last_received if now is None else now) if self.reader.buffered else None
+            self._last_packet = self._last_received if now is None else now
+            self._pending_since = self._last_packet if self.reader.buffered else None
             packet_type, packet_id, timestamp, _info, fields = packet
             for name, field_id, params in fields:
                 self._field(FieldReceived(packet_type, packet_id, timestamp, name, field_id, params))
@@ -713,8 +715,9 @@ class Protocol:
         When a wait for the next event that started at ``waiting_since`` times out, or :data:`None`.
 
         After the handshake: ``timeout`` seconds from the first byte of the packet still
-        incomplete, or from ``waiting_since`` when none of it is held, so that bytes that never
-        complete a packet do not keep the connection alive. Before: the CONNECT step and the
+        incomplete, or when none of it is held from ``waiting_since`` or the last packet read
+        (a keep-alive counts), whichever is later, so that bytes that never complete a packet
+        do not keep the connection alive. Before: the CONNECT step and the
         handshake must each be completed within the timeout.
         """
         timeout = self.timeout
@@ -723,7 +726,9 @@ class Protocol:
         if self.state is not State.OPEN:
             return self._phase_started + timeout
         pending = self._pending_since
-        return (waiting_since if pending is None else pending) + timeout
+        if pending is None:
+            return max(waiting_since, self._last_packet) + timeout
+        return pending + timeout
 
     def timeout_error(self) -> NetworkTimeoutError:
         """The error to raise when :meth:`receive_deadline` passed."""
@@ -841,12 +846,16 @@ class ClientProtocol(Protocol):
             if raw is not None:
                 checked = _as_timeout(raw)
                 if checked is None:
-                    warnings.warn(DecodeWarning(f"Invalid connection timeout {raw!r} from server"), stacklevel=2)
+                    warnings.warn(
+                        DecodeWarning(f"Invalid connection timeout {raw!r} from server"), stacklevel=2
+                    )
                 else:
                     negotiated = checked
                     # 0 is a legacy server's answer, not a change: accepted silently, as 6.1.0 does.
                     if negotiated not in (0, self.own_timeout):
-                        warnings.warn(NCPWarning(f"Server changed connection timeout to {negotiated}"), stacklevel=2)
+                        warnings.warn(
+                            NCPWarning(f"Server changed connection timeout to {negotiated}"), stacklevel=2
+                        )
             self._negotiated = negotiated
             self._events.append(TimeoutNegotiated(negotiated))
             self.send_packet("LINK", [("CARE", self._field_ids(), [("CAR", self.hostname)])], now)
@@ -972,7 +981,9 @@ class ServerProtocol(Protocol):
             raw = params.get("LINK")
             negotiated = negotiate_timeout(raw)
             if raw is not None and negotiated != raw and _as_timeout(raw) is not None:
-                warnings.warn(NCPWarning(f"Changed connection timeout from {raw} to {negotiated}"), stacklevel=2)
+                warnings.warn(
+                    NCPWarning(f"Changed connection timeout from {raw} to {negotiated}"), stacklevel=2
+                )
             self._negotiated = negotiated
             self._events.append(TimeoutNegotiated(negotiated))
             self.send_packet("LINK", [("SCAR", self._field_ids(), [("LINK", negotiated)])], now)

@@ -169,7 +169,9 @@ def test_server_warns_about_a_timeout_that_is_not_a_number() -> None:
     assert s.remote_hostname is None  # an empty CIW names nobody
 
 
-@pytest.mark.parametrize(("answer", "negotiated", "warning"), [(10, 10, None), (0, 0, None), (5, 5, NCPWarning)])
+@pytest.mark.parametrize(
+    ("answer", "negotiated", "warning"), [(10, 10, None), (0, 0, None), (5, 5, NCPWarning)]
+)
 def test_client_accepts_the_servers_timeout(answer: int, negotiated: int, warning: type | None) -> None:
     c = client(timeout=10)
     c.receive_data(packet("LINK", ("HELO", 0, {})), 0.0)
@@ -305,8 +307,9 @@ def test_filters_on() -> None:
     assert delivered == ["SWEP{'WARN': 'careful', 'WARC': 3, 'DATA': 1}", "SWEP{'DATA': 2}"]
     kinds = [type(e).__name__ for e in events]
     assert kinds == ["CommandWarningReceived", "FieldReceived", "CommandErrorReceived", "FieldReceived"]
-    assert isinstance(events[0], p.CommandWarningReceived) and (events[0].detail, events[0].code) == ("careful", 3)
-    assert isinstance(events[2], p.CommandErrorReceived) and (events[2].detail, events[2].code) == (None, 7)
+    warning, error = events[0], events[2]
+    assert isinstance(warning, p.CommandWarningReceived) and (warning.detail, warning.code) == ("careful", 3)
+    assert isinstance(error, p.CommandErrorReceived) and (error.detail, error.code) == (None, 7)
 
 
 def test_filters_off() -> None:
@@ -537,7 +540,7 @@ def test_default_port_and_identity() -> None:
     assert p.default_port(ssl=False, authenticate=False) == 9999
     assert p.default_port(ssl=False, authenticate=True) == 80
     assert p.default_port(ssl=True, authenticate=False) == 443
-    hostname, username, domain = p.client_identity("", None, None)
+    hostname, _, domain = p.client_identity("", None, None)
     assert hostname and domain == ""
     assert p.client_identity("h", "u", "d") == ("h", "u", "d")
 
