@@ -12,46 +12,14 @@ keep-alive at once, then every 3 seconds.
 from __future__ import annotations
 
 import asyncio
-import warnings
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from ncplib.connection import Connection
-from ncplib.errors import DecodeWarning, NCPWarning, NetworkTimeoutError
+from ncplib.errors import NetworkTimeoutError
+from ncplib.protocol import MAX_TIMEOUT, MIN_TIMEOUT, accept_timeout, grant_timeout, negotiate_timeout
 
 __all__ = ["MIN_TIMEOUT", "MAX_TIMEOUT", "negotiate_timeout", "client_handshake", "server_handshake"]
-
-#: The shortest timeout a server accepts, in seconds.
-MIN_TIMEOUT = 5
-#: The longest timeout a server accepts, in seconds.
-MAX_TIMEOUT = 60
-
-
-def _as_timeout(value: Any) -> int | None:
-    """The value as a non-negative whole number of seconds, or :data:`None` if it is not one."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
-    return int(value)
-
-
-def negotiate_timeout(proposed: Any) -> int:
-    """
-    The timeout a server grants for the LINK value a client proposed.
-
-    :param proposed: The client's CCRE ``LINK`` param, or :data:`None` if it sent none.
-    :returns: 0 (legacy) if the client proposed none or 0 (or something that is not a
-        non-negative number, with a :exc:`~ncplib.DecodeWarning`), else the proposal clamped to
-        ``MIN_TIMEOUT..MAX_TIMEOUT``.
-    """
-    if proposed is None:
-        return 0
-    timeout = _as_timeout(proposed)
-    if timeout is None:
-        warnings.warn(DecodeWarning(f"Invalid connection timeout {proposed!r}"), stacklevel=2)
-        return 0
-    if timeout == 0:
-        return 0
-    return min(max(timeout, MIN_TIMEOUT), MAX_TIMEOUT)
 
 
 def _apply(connection: Connection, negotiated: int, own_timeout: int) -> None:
@@ -91,17 +59,7 @@ async def _client_steps(
     await connection.recv_field("LINK", "HELO")
     connection.send("LINK", "CCRE", CIW=hostname, CUSR=username, CDOM=domain, LINK=timeout)
     scar = await connection.recv_field("LINK", "SCAR")
-    raw = scar.get("LINK")
-    negotiated = 0
-    if raw is not None:
-        checked = _as_timeout(raw)
-        if checked is None:
-            warnings.warn(DecodeWarning(f"Invalid connection timeout {raw!r} from server"), stacklevel=2)
-        else:
-            negotiated = checked
-            # 0 is a legacy server's answer, not a change: accepted silently, as 6.1.0 does.
-            if negotiated not in (0, timeout):
-                warnings.warn(NCPWarning(f"Server changed connection timeout to {negotiated}"), stacklevel=2)
+    negotiated = accept_timeout(scar.get("LINK"), timeout)
     connection.send("LINK", "CARE", CAR=hostname)
     await connection.recv_field("LINK", "SCON")
     _apply(connection, negotiated, timeout)
@@ -126,10 +84,7 @@ async def _server_steps(connection: Connection, timeout: int, helo_params: Mappi
     hostname = ccre.get("CIW")
     if isinstance(hostname, str) and hostname:
         connection.remote_hostname = hostname
-    raw = ccre.get("LINK")
-    negotiated = negotiate_timeout(raw)
-    if raw is not None and negotiated != raw and _as_timeout(raw) is not None:
-        warnings.warn(NCPWarning(f"Changed connection timeout from {raw} to {negotiated}"), stacklevel=2)
+    negotiated = grant_timeout(ccre.get("LINK"))
     connection.send("LINK", "SCAR", LINK=negotiated)
     await connection.recv_field("LINK", "CARE")
     connection.send("LINK", "SCON")

@@ -86,6 +86,7 @@ import time
 from collections.abc import Callable, Mapping, Sized
 from typing import TYPE_CHECKING, Any, Literal
 
+from ncplib import _wire
 from ncplib._signal import IQ_SAMPLE_RATE_HZ, Scene
 from ncplib.errors import NCPError, NetworkError, NetworkTimeoutError
 from ncplib.server import start_server
@@ -115,7 +116,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_RATE = 10.0
 #: The port real nodes listen on for plain NCP (used by ``ncplib node``; :func:`start_node`
 #: defaults to a free port).
-DEFAULT_PORT = 9999
+DEFAULT_PORT = _wire.DEFAULT_PORT
 #: The most bins in one sweep.
 MAX_BINS = 65536
 #: The most complex samples in one I/Q capture.

@@ -90,7 +90,10 @@ __all__ = [
     "LOCAL_INFO",
     "default_port",
     "client_identity",
+    "as_timeout",
     "negotiate_timeout",
+    "grant_timeout",
+    "accept_timeout",
     "keepalive_interval",
     "next_field_id",
     "Side",
@@ -181,8 +184,13 @@ def client_identity(hostname: str | None, username: str | None, domain: str | No
     )
 
 
-def _as_timeout(value: Any) -> int | None:
-    """The value as a non-negative whole number of seconds, or :data:`None` if it is not one."""
+def as_timeout(value: Any) -> int | None:
+    """
+    A received ``LINK`` timeout as a non-negative whole number of seconds.
+
+    :returns: The value (an :class:`int`, not a :class:`bool`, at least 0), or :data:`None` if
+        it is not one.
+    """
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         return None
     return int(value)
@@ -199,13 +207,49 @@ def negotiate_timeout(proposed: Any) -> int:
     """
     if proposed is None:
         return 0
-    timeout = _as_timeout(proposed)
+    timeout = as_timeout(proposed)
     if timeout is None:
         warnings.warn(DecodeWarning(f"Invalid connection timeout {proposed!r}"), stacklevel=2)
         return 0
     if timeout == 0:
         return 0
     return min(max(timeout, MIN_TIMEOUT), MAX_TIMEOUT)
+
+
+def grant_timeout(proposed: Any) -> int:
+    """
+    The server's side of the negotiation: :func:`negotiate_timeout`, with an
+    :exc:`~ncplib.NCPWarning` when the granted timeout differs from a valid proposal.
+
+    :param proposed: The client's CCRE ``LINK`` param, or :data:`None` if it sent none.
+    :returns: The timeout to send in SCAR ``LINK``.
+    """
+    negotiated = negotiate_timeout(proposed)
+    if proposed is not None and negotiated != proposed and as_timeout(proposed) is not None:
+        warnings.warn(NCPWarning(f"Changed connection timeout from {proposed} to {negotiated}"), stacklevel=2)
+    return negotiated
+
+
+def accept_timeout(granted: Any, proposed: int) -> int:
+    """
+    The client's side of the negotiation: the timeout the server granted in SCAR ``LINK``.
+
+    :param granted: SCAR's ``LINK`` param, or :data:`None` if it sent none.
+    :param int proposed: What the client proposed.
+    :returns: The granted timeout, or 0 (legacy) when there is none or it is not a
+        non-negative number (then with a :exc:`~ncplib.DecodeWarning`). A server that changed
+        the timeout to another non-zero value gets an :exc:`~ncplib.NCPWarning`; 0 is a legacy
+        server's answer, not a change, and is accepted silently, as 6.1.0 does.
+    """
+    if granted is None:
+        return 0
+    checked = as_timeout(granted)
+    if checked is None:
+        warnings.warn(DecodeWarning(f"Invalid connection timeout {granted!r} from server"), stacklevel=2)
+        return 0
+    if checked not in (0, proposed):
+        warnings.warn(NCPWarning(f"Server changed connection timeout to {checked}"), stacklevel=2)
+    return checked
 
 
 def keepalive_interval(timeout: int) -> int:
@@ -841,21 +885,7 @@ class ClientProtocol(Protocol):
             )
         elif self._step == "SCAR":
             self._step = "SCON"
-            raw = dict(field.params).get("LINK")
-            negotiated = 0
-            if raw is not None:
-                checked = _as_timeout(raw)
-                if checked is None:
-                    warnings.warn(
-                        DecodeWarning(f"Invalid connection timeout {raw!r} from server"), stacklevel=2
-                    )
-                else:
-                    negotiated = checked
-                    # 0 is a legacy server's answer, not a change: accepted silently, as 6.1.0 does.
-                    if negotiated not in (0, self.own_timeout):
-                        warnings.warn(
-                            NCPWarning(f"Server changed connection timeout to {negotiated}"), stacklevel=2
-                        )
+            negotiated = accept_timeout(dict(field.params).get("LINK"), self.own_timeout)
             self._negotiated = negotiated
             self._events.append(TimeoutNegotiated(negotiated))
             self.send_packet("LINK", [("CARE", self._field_ids(), [("CAR", self.hostname)])], now)
@@ -978,12 +1008,7 @@ class ServerProtocol(Protocol):
             hostname = params.get("CIW")
             if isinstance(hostname, str) and hostname:
                 self.remote_hostname = hostname
-            raw = params.get("LINK")
-            negotiated = negotiate_timeout(raw)
-            if raw is not None and negotiated != raw and _as_timeout(raw) is not None:
-                warnings.warn(
-                    NCPWarning(f"Changed connection timeout from {raw} to {negotiated}"), stacklevel=2
-                )
+            negotiated = grant_timeout(params.get("LINK"))
             self._negotiated = negotiated
             self._events.append(TimeoutNegotiated(negotiated))
             self.send_packet("LINK", [("SCAR", self._field_ids(), [("LINK", negotiated)])], now)
