@@ -135,3 +135,49 @@ def bad_magic_message(head: bytes, sender: str = "the packet starts with") -> st
     else:
         text = shown.hex() + more
     return f"Invalid packet header magic {shown[:4].hex()}: {sender} {text}, not NCP"
+
+
+# The magic numbers as little-endian 32-bit words, as a decoder reads them.
+PACKET_HEADER_MAGIC_WORD: Final = int.from_bytes(PACKET_HEADER_MAGIC, "little")
+PACKET_FOOTER_MAGIC_WORD: Final = int.from_bytes(PACKET_FOOTER_MAGIC, "little")
+
+# The messages of both codecs' errors and warnings, as str.format templates, so that the compiled
+# and the pure-Python codec say exactly the same thing (``tests/test_wire_definitions.py`` checks
+# that neither spells a message of its own).
+MSG_BAD_IDENTIFIER: Final = "Invalid {what} {value!r}: must be 1 to 4 characters of A-Z, 0-9 or space"
+MSG_OUT_OF_RANGE: Final = "Param {name!r}: {value!r} is out of range for NCP {ncp_type}"
+MSG_BAD_TYPECODE: Final = "Param {name!r}: array typecode {typecode!r} has no NCP data type"
+MSG_BAD_DTYPE: Final = "Param {name!r}: numpy dtype {dtype} has no NCP data type"
+MSG_BAD_VALUE_TYPE: Final = "Param {name!r}: unsupported value type {type_name}"
+MSG_NOT_UTF8: Final = "Param {name!r}: string cannot be encoded as UTF-8: {error}"
+MSG_NUL_IN_STRING: Final = "Param {name!r}: string contains a NUL character"
+MSG_PARAM_TOO_LARGE: Final = "Param {name!r}: value of {size} bytes is too large"
+MSG_FIELD_TOO_LARGE: Final = "Field {name!r}: {size} bytes is too large"
+MSG_FIELD_ID_TYPE: Final = "Field {name!r}: id must be an int, not {type_name}"
+MSG_FIELD_ID_RANGE: Final = "Field {name!r}: id {field_id!r} is out of range for u32"
+MSG_PACKET_ID_TYPE: Final = "packet id must be an int, not {type_name}"
+MSG_PACKET_ID_RANGE: Final = "packet id {packet_id!r} is out of range for u32"
+MSG_TIMESTAMP_TYPE: Final = "timestamp must be a datetime, not {type_name}"
+MSG_TIMESTAMP_RANGE: Final = "timestamp {timestamp!r} is outside the NCP range (1970 to 2106)"
+MSG_INFO_TYPE: Final = "info must be bytes, not {type_name}"
+MSG_INFO_SIZE: Final = "info must be at most 4 bytes, not {size}"
+MSG_PACKET_TOO_LARGE: Final = "packet of {size} bytes is too large"
+MSG_BUFFER_TYPE: Final = "a bytes-like object is required, not {type_name}"
+MSG_PACKET_TOO_SHORT: Final = "Packet of {size} bytes is shorter than a header and footer"
+MSG_PACKET_SIZE_MISMATCH: Final = "Packet header gives {header_size} bytes, but the packet is {size} bytes"
+MSG_BAD_FOOTER: Final = "Invalid packet footer magic {footer}"
+MSG_BAD_NANOSECONDS: Final = "Invalid packet timestamp nanoseconds {nanos}"
+MSG_FIELD_HEADER_OVERRUN: Final = "Field header at byte {pos} overruns the packet"
+MSG_FIELD_SIZE: Final = "Field at byte {pos} has invalid size {size}"
+MSG_FIELD_OVERFLOW: Final = "Field at byte {pos} overflows the packet by {excess} bytes"
+MSG_PARAM_HEADER_OVERRUN: Final = "Param header at byte {pos} overruns its field"
+MSG_PARAM_SIZE: Final = "Param at byte {pos} has invalid size {size}"
+MSG_PARAM_OVERFLOW: Final = "Param at byte {pos} overflows its field by {excess} bytes"
+MSG_PARAM_TOO_SHORT: Final = "Param {name!r} at byte {pos} is too short for its type"
+WARN_BAD_UTF8: Final = "String is not valid UTF-8; undecodable bytes replaced"
+WARN_PARTIAL_ITEM: Final = (
+    "Param {name!r}: {size} bytes is not a whole number of {itemsize}-byte items; "
+    "the last partial item is dropped"
+)
+WARN_EMBEDDED_FOOTER: Final = "Skipped embedded packet footer at byte {pos}"
+WARN_UNKNOWN_TYPE: Final = "Param {name!r} has unsupported type id 0x{type_id:02x}; kept as bytes"
