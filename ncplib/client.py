@@ -24,7 +24,7 @@ from ncplib._protocol import NCPProtocol
 from ncplib.connection import Connection
 from ncplib.errors import NetworkError, NetworkTimeoutError
 from ncplib.framing import DEFAULT_MAX_PACKET_SIZE
-from ncplib.protocol import client_identity, default_port
+from ncplib.protocol import client_endpoint, client_identity, default_port
 from ncplib.tunnel import client_tunnel
 
 __all__ = ["connect", "default_port"]
@@ -89,18 +89,10 @@ async def connect(
     :raises ImportError: if ``use_numpy`` is true and numpy is not installed.
     :returns: The client :class:`~ncplib.Connection`.
     """
-    tunnel = bool(ssl) or bool(username) or bool(password)
-    if port is None:
-        port = default_port(ssl=ssl, authenticate=bool(username or password))
-    ssl_context: _ssl.SSLContext | None
-    if ssl is True:
-        ssl_context = _ssl.create_default_context()
-    elif ssl is False:
-        ssl_context = None
-    else:
-        ssl_context = ssl
-    if remote_hostname is None:
-        remote_hostname = f"{host}:{port}"
+    port, ssl_context, credentials, remote_hostname = client_endpoint(
+        host, port, ssl=ssl, username=username, password=password, remote_hostname=remote_hostname
+    )
+    tunnel = credentials is not None
     # Empty identities mean the defaults, as in 6.1.0.
     hostname, connection_username, connection_domain = client_identity(
         hostname, connection_username, connection_domain

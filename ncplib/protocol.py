@@ -50,13 +50,14 @@ import enum
 import getpass
 import itertools
 import socket
+import ssl as _ssl
 import uuid
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from ncplib import _wire as w
 from ncplib.errors import (
@@ -89,6 +90,8 @@ __all__ = [
     "HTTP_PORT",
     "LOCAL_INFO",
     "default_port",
+    "ClientEndpoint",
+    "client_endpoint",
     "client_identity",
     "as_timeout",
     "negotiate_timeout",
@@ -159,6 +162,51 @@ def default_port(*, ssl: object, authenticate: bool) -> int:
     if authenticate:
         return HTTP_PORT
     return DEFAULT_PORT
+
+
+class ClientEndpoint(NamedTuple):
+    """Where and how a client connects, from the arguments of :func:`ncplib.connect`."""
+
+    #: The port (given, or the default for the transport).
+    port: int
+    #: The TLS context, or :data:`None` for plain TCP.
+    ssl_context: _ssl.SSLContext | None
+    #: ``(username, password)`` for the HTTP ``CONNECT`` step, or :data:`None` when there is none.
+    credentials: tuple[str, str] | None
+    #: The name the connection's log messages give the server.
+    remote_hostname: str
+
+
+def client_endpoint(
+    host: str,
+    port: int | None,
+    *,
+    ssl: bool | _ssl.SSLContext,
+    username: str,
+    password: str,
+    remote_hostname: str | None,
+) -> ClientEndpoint:
+    """
+    Resolves the transport arguments of a client's ``connect()``: the default port
+    (:func:`default_port`), a default verifying TLS context for ``ssl=True``, the CONNECT step
+    (with TLS or credentials) and ``remote_hostname`` (``host:port`` by default).
+    """
+    if port is None:
+        port = default_port(ssl=ssl, authenticate=bool(username or password))
+    context: _ssl.SSLContext | None
+    if ssl is True:
+        context = _ssl.create_default_context()
+    elif ssl is False:
+        context = None
+    else:
+        context = ssl
+    tunnel = bool(ssl) or bool(username) or bool(password)
+    return ClientEndpoint(
+        port,
+        context,
+        (username, password) if tunnel else None,
+        f"{host}:{port}" if remote_hostname is None else remote_hostname,
+    )
 
 
 def _login_name() -> str:

@@ -54,8 +54,8 @@ from ncplib.protocol import (
     HandshakeComplete,
     Protocol,
     Request,
+    client_endpoint,
     client_identity,
-    default_port,
 )
 
 __all__ = ["connect", "Connection", "Response", "Field"]
@@ -619,18 +619,10 @@ def connect(
     :raises ImportError: if ``use_numpy`` is true and numpy is not installed.
     :returns: The client :class:`Connection`.
     """
-    tunnel = bool(ssl) or bool(username) or bool(password)
-    if port is None:
-        port = default_port(ssl=ssl, authenticate=bool(username or password))
-    ssl_context: _ssl.SSLContext | None
-    if ssl is True:
-        ssl_context = _ssl.create_default_context()
-    elif ssl is False:
-        ssl_context = None
-    else:
-        ssl_context = ssl
-    if remote_hostname is None:
-        remote_hostname = f"{host}:{port}"
+    endpoint = client_endpoint(
+        host, port, ssl=ssl, username=username, password=password, remote_hostname=remote_hostname
+    )
+    remote_hostname = endpoint.remote_hostname
     identity = client_identity(hostname, connection_username, connection_domain)
 
     def new_protocol() -> ClientProtocol:
@@ -638,7 +630,7 @@ def connect(
             hostname=identity[0],
             username=identity[1],
             domain=identity[2],
-            credentials=(username, password) if tunnel else None,
+            credentials=endpoint.credentials,
             timeout=timeout,
             now=time.monotonic(),
             auto_erro=auto_erro,
@@ -651,15 +643,15 @@ def connect(
     new_protocol()  # Fail on bad arguments before connecting.
     seconds = timeout if timeout > 0 else None
     try:
-        sock = socket.create_connection((host, port), seconds)
+        sock = socket.create_connection((host, endpoint.port), seconds)
     except TimeoutError as ex:
         raise NetworkTimeoutError(f"Timed out connecting to {remote_hostname}") from ex
     except OSError as ex:
         raise NetworkError(f"Could not connect to {remote_hostname}: {ex}") from ex
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if ssl_context is not None:
-            sock = ssl_context.wrap_socket(sock, server_hostname=host)
+        if endpoint.ssl_context is not None:
+            sock = endpoint.ssl_context.wrap_socket(sock, server_hostname=host)
     except TimeoutError as ex:
         sock.close()
         raise NetworkTimeoutError(f"Timed out connecting to {remote_hostname}") from ex

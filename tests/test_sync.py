@@ -21,6 +21,7 @@ import ncplib
 import ncplib.node
 import ncplib.sync
 from ncplib import protocol as p
+from ncplib.packets import encode_packet
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -243,28 +244,34 @@ def test_keepalives_are_sent_while_the_program_does_not_read() -> None:
     assert received == [1, 2]
 
 
-def test_network_timeout_when_the_server_goes_silent() -> None:
-    # A hand-made server that completes the handshake, then sends nothing at all.
+def handshake_then(after: Callable[[socket.socket], None]) -> tuple[socket.socket, threading.Thread]:
+    """A hand-made server (the sans-IO core over a plain socket) that completes the handshake of
+    one client, then runs ``after`` on the connection. Returns the listener and its thread."""
     listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    done = threading.Event()
 
     def serve() -> None:
         conn, _ = listener.accept()
         with conn:
-            stamp = p.ServerProtocol(timeout=60)
-            conn.sendall(b"".join(stamp.data_to_send()))
-            while stamp.state is not p.State.OPEN:
-                stamp.receive_data(conn.recv(65536), 0.0)
-                stamp.events_received()
-                conn.sendall(b"".join(stamp.data_to_send()))
-            done.wait(30)
+            conn.settimeout(30)
+            server = p.ServerProtocol(timeout=60)
+            conn.sendall(b"".join(server.data_to_send()))
+            while server.state is not p.State.OPEN:
+                server.receive_data(conn.recv(65536), time.monotonic())
+                server.events_received()
+                conn.sendall(b"".join(server.data_to_send()))
+            after(conn)
 
     thread = threading.Thread(target=serve)
     thread.start()
+    return listener, thread
+
+
+def test_network_timeout_when_the_server_goes_silent() -> None:
+    done = threading.Event()
+    listener, thread = handshake_then(lambda conn: done.wait(30))  # then nothing at all
     try:
         with (
-            ncplib.sync.connect("127.0.0.1", port, timeout=5) as connection,
+            ncplib.sync.connect("127.0.0.1", listener.getsockname()[1], timeout=5) as connection,
             pytest.raises(ncplib.NetworkTimeoutError, match="No complete packet received for 5 seconds"),
         ):
             connection.recv()
@@ -294,25 +301,13 @@ def test_handshake_timeout() -> None:
 
 
 def test_a_malformed_packet_ends_the_connection() -> None:
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
+    def answer_in_http(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n" + bytes(40))
+        conn.recv(1)
 
-    def serve() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            stamp = p.ServerProtocol(timeout=60)
-            conn.sendall(b"".join(stamp.data_to_send()))
-            while stamp.state is not p.State.OPEN:
-                stamp.receive_data(conn.recv(65536), 0.0)
-                stamp.events_received()
-                conn.sendall(b"".join(stamp.data_to_send()))
-            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n" + bytes(40))
-            conn.recv(1)
-
-    thread = threading.Thread(target=serve)
-    thread.start()
+    listener, thread = handshake_then(answer_in_http)
     try:
-        with ncplib.sync.connect("127.0.0.1", port) as connection:
+        with ncplib.sync.connect("127.0.0.1", listener.getsockname()[1]) as connection:
             for _ in range(2):  # the same error again on every call
                 with pytest.raises(
                     ncplib.DecodeError, match="Invalid packet header magic 48545450: the peer sent"
@@ -321,6 +316,28 @@ def test_a_malformed_packet_ends_the_connection() -> None:
             assert connection.is_closing()
     finally:
         thread.join(10)
+        listener.close()
+
+
+def test_memory_stays_bounded_while_the_program_does_not_read() -> None:
+    # The server sends 64 MiB of sweeps as fast as it can; the program reads two fields.
+    sweep = encode_packet("DSPL", 1, p._utcnow(), b"", [("SWEP", 1, [("PDAT", bytes(65536))])])
+
+    def flood(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            for _ in range(1024):
+                conn.sendall(sweep)
+
+    listener, thread = handshake_then(flood)
+    try:
+        with ncplib.sync.connect("127.0.0.1", listener.getsockname()[1], auto_ackn=False) as connection:
+            connection.recv(timeout=10)
+            time.sleep(1)  # the server keeps sending meanwhile
+            connection.recv(timeout=10)
+            # Held by the connection: at most what one read brought in, never the backlog.
+            assert connection._protocol.reader.buffered < 4 * len(sweep)
+    finally:
+        thread.join(30)
         listener.close()
 
 

@@ -67,3 +67,15 @@ def test_templates_format() -> None:
     message = w.MSG_OUT_OF_RANGE.format(name="FSTA", value=2**40, ncp_type="i32")
     assert message == "Param 'FSTA': 1099511627776 is out of range for NCP i32"
     assert w.WARN_UNKNOWN_TYPE.format(name="X", type_id=0x42).endswith("type id 0x42; kept as bytes")
+
+
+@pytest.mark.parametrize("module", ["errors.py", "values.py", "_wire.py"])
+def test_bottom_modules_import_nothing_of_ncplib(module: str) -> None:
+    import ast
+
+    tree = ast.parse((ROOT / "ncplib" / module).read_text(encoding="utf-8"))
+    imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
+    imported += [
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    ]
+    assert [name for name in imported if name.split(".")[0] == "ncplib"] == []
