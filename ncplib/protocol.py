@@ -54,7 +54,7 @@ import ssl as _ssl
 import uuid
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Final, NamedTuple
@@ -99,6 +99,7 @@ __all__ = [
     "accept_timeout",
     "keepalive_interval",
     "next_field_id",
+    "coalesce",
     "Side",
     "State",
     "Event",
@@ -313,6 +314,25 @@ def keepalive_interval(timeout: int) -> int:
     return max(int(timeout * KEEPALIVE_FRACTION), 1)
 
 
+def coalesce(buffers: Iterable[bytes | memoryview], small: int = 16 * 1024) -> Iterator[bytes | memoryview]:
+    """
+    The buffers from :meth:`Protocol.data_to_send`, ready to write one by one: each run of
+    buffers smaller than ``small`` bytes joined into one (fewer system calls), larger ones (array
+    data) as they are (no copy).
+    """
+    run: list[bytes | memoryview] = []
+    for buf in buffers:
+        if memoryview(buf).nbytes < small:
+            run.append(buf)
+            continue
+        if run:
+            yield b"".join(run) if len(run) > 1 else run[0]
+            run = []
+        yield buf
+    if run:
+        yield b"".join(run) if len(run) > 1 else run[0]
+
+
 def _utcnow() -> datetime:
     return datetime.now(_UTC)
 
@@ -488,17 +508,17 @@ class Protocol:
     def __init__(
         self,
         *,
-        timeout: int,
-        now: float,
-        tunnel: bool,
-        auto_erro: bool,
-        auto_warn: bool,
-        auto_ackn: bool,
-        max_packet_size: int,
-        use_numpy: bool,
-        clock: Callable[[], datetime],
-        info: bytes,
-        field_ids: Callable[[], int],
+        timeout: int = 60,
+        now: float = 0.0,
+        tunnel: bool = False,
+        auto_erro: bool = False,
+        auto_warn: bool = False,
+        auto_ackn: bool = False,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        use_numpy: bool = False,
+        clock: Callable[[], datetime] = _utcnow,
+        info: bytes = LOCAL_INFO,
+        field_ids: Callable[[], int] = next_field_id,
     ) -> None:
         self.reader = PacketReader(max_packet_size=max_packet_size, use_numpy=use_numpy)
         self.own_timeout = timeout
@@ -625,27 +645,22 @@ class Protocol:
         while not events:
             if self._ended:
                 return None
-            if self.state is State.TUNNEL:
-                if self._failure is not None:
-                    self._end(self._failure)
+            packet = None
+            if self.state is not State.TUNNEL:
+                try:
+                    packet = self.reader.next_packet()
+                except DecodeError as ex:
+                    self._end(ex)
                     continue
-                if self._eof:
-                    self._end_at_eof()
-                    continue
-                return None
-            try:
-                packet = self.reader.next_packet()
-            except DecodeError as ex:
-                self._end(ex)
-                continue
             if packet is None:
+                # Nothing more to read: the end, if it has come, else a wait for more bytes.
                 if self._failure is not None:
                     self._end(self._failure)
-                    continue
-                if self._eof:
+                elif self._eof:
                     self._end_at_eof()
-                    continue
-                return None
+                else:
+                    return None
+                continue
             # A packet arrived whole: whatever follows it gets a full timeout of its own.
             self._last_packet = self._last_received if now is None else now
             self._pending_since = self._last_packet if self.reader.buffered else None
@@ -866,29 +881,17 @@ class ClientProtocol(Protocol):
         username: str,
         domain: str = "",
         credentials: tuple[str, str] | None = None,
-        timeout: int = 60,
-        now: float = 0.0,
         auto_erro: bool = True,
         auto_warn: bool = True,
         auto_ackn: bool = True,
-        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
-        use_numpy: bool = False,
-        clock: Callable[[], datetime] = _utcnow,
-        info: bytes = LOCAL_INFO,
-        field_ids: Callable[[], int] = next_field_id,
+        **options: Any,
     ) -> None:
         super().__init__(
-            timeout=timeout,
-            now=now,
             tunnel=credentials is not None,
             auto_erro=auto_erro,
             auto_warn=auto_warn,
             auto_ackn=auto_ackn,
-            max_packet_size=max_packet_size,
-            use_numpy=use_numpy,
-            clock=clock,
-            info=info,
-            field_ids=field_ids,
+            **options,
         )
         self.hostname = hostname
         self.username = username
@@ -967,30 +970,9 @@ class ServerProtocol(Protocol):
         *,
         tunnel: bool = False,
         helo_params: Mapping[str, Param] | None = None,
-        timeout: int = 60,
-        now: float = 0.0,
-        auto_erro: bool = False,
-        auto_warn: bool = False,
-        auto_ackn: bool = False,
-        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
-        use_numpy: bool = False,
-        clock: Callable[[], datetime] = _utcnow,
-        info: bytes = LOCAL_INFO,
-        field_ids: Callable[[], int] = next_field_id,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            timeout=timeout,
-            now=now,
-            tunnel=tunnel,
-            auto_erro=auto_erro,
-            auto_warn=auto_warn,
-            auto_ackn=auto_ackn,
-            max_packet_size=max_packet_size,
-            use_numpy=use_numpy,
-            clock=clock,
-            info=info,
-            field_ids=field_ids,
-        )
+        super().__init__(tunnel=tunnel, **options)
         self._helo = dict(helo_params or {})
         #: The client's hostname from CCRE ``CIW``, once received (else :data:`None`).
         self.remote_hostname: str | None = None
@@ -1000,7 +982,7 @@ class ServerProtocol(Protocol):
         # Bad params fail now, not when a client connects.
         encode_packet("LINK", 1, _utcnow(), b"", [("HELO", 0, self._helo.items())])
         if not tunnel:
-            self._send_helo(now)
+            self._send_helo(self._phase_started)
 
     def _send_helo(self, now: float) -> None:
         self.send_packet("LINK", [("HELO", self._field_ids(), self._helo.items())], now)

@@ -56,15 +56,13 @@ from ncplib.protocol import (
     Request,
     client_endpoint,
     client_identity,
+    coalesce,
 )
 
 __all__ = ["connect", "Connection", "Response", "Field"]
 
 logger = logging.getLogger(__name__)
 
-# Buffers smaller than this are joined into one write; larger ones (array data) are written as
-# they are, without a copy.
-_SMALL_BUFFER = 16 * 1024
 # How long close() waits for a thread blocked in the socket to let go, in seconds.
 _CLOSE_WAIT = 5.0
 
@@ -424,17 +422,8 @@ class Connection(_Fields):
         """Writes buffers (the caller holds the send lock)."""
         sock = self._socket
         try:
-            small: list[bytes | memoryview] = []
-            for buf in buffers:
-                if memoryview(buf).nbytes < _SMALL_BUFFER:
-                    small.append(buf)
-                    continue
-                if small:
-                    sock.sendall(b"".join(small))
-                    small = []
+            for buf in coalesce(buffers):
                 sock.sendall(buf)
-            if small:
-                sock.sendall(b"".join(small))
         except TimeoutError as ex:
             raise NetworkTimeoutError(
                 f"Timed out sending to {self.remote_hostname}: the peer is not reading"
