@@ -137,6 +137,9 @@ LOCAL_INFO: Final = uuid.getnode().to_bytes(6, "big")[-4:]
 _FALLBACK_HOSTNAME = "python3-ncplib"
 _UTC = timezone.utc
 _HEAD_END = b"\r\n\r\n"
+# Params and field names the client-side filters look at; a field with none of them passes all.
+_FILTERED_PARAMS = frozenset(("ERRO", "ERRC", "WARN", "WARC", "ACKN"))
+_NOTICES = frozenset(("ERRO", "WARN"))
 # Field ids come from one counter per process, wrapping at 2**32.
 _field_ids = itertools.count()
 
@@ -706,6 +709,8 @@ class Protocol:
         # The client-side filters, in the reference's order: an error wins over a warning; a
         # field named ERRO or WARN is a notice in itself and never delivered while its filter is
         # on; a field with an ACKN param is an acknowledgement. True: deliver the field.
+        if field.name not in _NOTICES and all(name not in _FILTERED_PARAMS for name, _ in field.params):
+            return True  # the usual case, decided without building a dict
         params = dict(field.params)
         if self.auto_erro:
             if "ERRO" in params or "ERRC" in params:
