@@ -12,7 +12,7 @@ from netutil import packet_bytes, raw_handshake, raw_server, read_packet, run, s
 from vectors import VECTORS
 
 import ncplib
-from ncplib import _handshake
+from ncplib import protocol
 from ncplib.connection import keepalive_interval
 
 HANDSHAKE = json.loads((VECTORS / "handshake.json").read_text())
@@ -120,7 +120,7 @@ def test_recv_times_out_when_the_peer_is_silent_then_recovers() -> None:
 
 def test_keepalives_keep_an_idle_connection_alive(monkeypatch: pytest.MonkeyPatch) -> None:
     # Allow a 2 s timeout (1 s keep-alive) so the test stays short.
-    monkeypatch.setattr(_handshake, "MIN_TIMEOUT", 1)
+    monkeypatch.setattr(protocol, "MIN_TIMEOUT", 1)
     errors: list[BaseException] = []
 
     async def handler(connection: ncplib.Connection) -> None:
