@@ -319,6 +319,31 @@ def test_a_malformed_packet_ends_the_connection() -> None:
         listener.close()
 
 
+def test_a_packet_trickling_in_does_not_keep_the_connection_alive() -> None:
+    # One byte a second of a packet that never completes: the timeout counts from its first byte.
+    done = threading.Event()
+    data = encode_packet("DSPC", 1, p._utcnow(), b"", [("SWEP", 1, [("PDAT", bytes(64))])])
+
+    def trickle(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            for byte in data[:-1]:
+                conn.sendall(bytes([byte]))
+                if done.wait(1):
+                    return
+
+    listener, thread = handshake_then(trickle)
+    try:
+        with ncplib.sync.connect("127.0.0.1", listener.getsockname()[1], timeout=5) as connection:
+            started = time.monotonic()
+            with pytest.raises(ncplib.NetworkTimeoutError, match="No complete packet received for 5 seconds"):
+                connection.recv()
+            assert time.monotonic() - started < 20  # not one timeout per byte
+    finally:
+        done.set()
+        thread.join(10)
+        listener.close()
+
+
 def test_memory_stays_bounded_while_the_program_does_not_read() -> None:
     # The server sends 64 MiB of sweeps as fast as it can; the program reads two fields.
     sweep = encode_packet("DSPL", 1, p._utcnow(), b"", [("SWEP", 1, [("PDAT", bytes(65536))])])
