@@ -24,7 +24,7 @@ from ncplib._protocol import NCPProtocol
 from ncplib.connection import Connection
 from ncplib.errors import NetworkError, NetworkTimeoutError
 from ncplib.framing import DEFAULT_MAX_PACKET_SIZE
-from ncplib.protocol import client_endpoint, client_identity, default_port
+from ncplib.protocol import Link, client_endpoint, client_identity, default_port
 from ncplib.tunnel import client_tunnel
 
 __all__ = ["connect", "default_port"]
@@ -120,6 +120,7 @@ async def connect(
     except OSError as ex:
         raise NetworkError(f"Could not connect to {remote_hostname}: {ex}") from ex
     logger.info("Connected to %s over NCP", remote_hostname)
+    link = Link(timeout, loop.time())
     connection = Connection(
         protocol,
         logger=logger,
@@ -128,12 +129,14 @@ async def connect(
         auto_erro=auto_erro,
         auto_warn=auto_warn,
         auto_ackn=auto_ackn,
+        link=link,
     )
     try:
         if tunnel:
             await client_tunnel(protocol, username, password, timeout)
         await client_handshake(
             connection,
+            link,
             hostname=hostname,
             username=connection_username,
             domain=connection_domain,

@@ -98,6 +98,10 @@ __all__ = [
     "grant_timeout",
     "accept_timeout",
     "keepalive_interval",
+    "keepalive_packet",
+    "Link",
+    "filter_field",
+    "needs_filtering",
     "next_field_id",
     "coalesce",
     "Side",
@@ -336,6 +340,14 @@ def coalesce(buffers: Iterable[bytes | memoryview], small: int = 16 * 1024) -> I
         yield b"".join(run) if len(run) > 1 else run[0]
 
 
+def keepalive_packet(timestamp: datetime, info: bytes = LOCAL_INFO) -> bytes:
+    """
+    A keep-alive: a ``LINK`` packet with no fields and packet id 0, stamped with whole seconds
+    as 6.1.0's are.
+    """
+    return encode_packet("LINK", 0, timestamp.replace(microsecond=0), info, ())
+
+
 def _utcnow() -> datetime:
     return datetime.now(_UTC)
 
@@ -486,6 +498,133 @@ class Request:
         return f"<Request {self.packet_type!r} {sorted(self.fields)!r}>"
 
 
+class Link:
+    """
+    The timing rules of a connection: its receive timeout and its keep-alive decisions. Every
+    front end (and :class:`Protocol`) keeps one; it reads no clock itself.
+
+    :param int timeout: This side's own timeout in seconds (0 or less: none).
+    :param float now: The monotonic time the connection starts.
+
+    .. attribute:: timeout
+
+        The seconds of silence after which a wait for a field gives up: the own timeout until
+        :meth:`establish`, then the negotiated one, unless that is 0 (a legacy peer).
+    """
+
+    __slots__ = (
+        "_due",
+        "_interval",
+        "_last_sent",
+        "_postpone",
+        "negotiated_timeout",
+        "on_established",
+        "own_timeout",
+        "timeout",
+    )
+
+    def __init__(self, timeout: int, now: float) -> None:
+        self.own_timeout = timeout
+        self.timeout = timeout
+        #: The negotiated timeout once established (0: a legacy peer), else :data:`None`.
+        self.negotiated_timeout: int | None = None
+        self._interval = 0
+        self._postpone = True
+        self._due: float | None = None
+        self._last_sent = now
+        #: Called at the end of :meth:`establish`, e.g. by a front end to arm its keep-alive timer.
+        self.on_established: Callable[[], None] | None = None
+
+    def establish(self, negotiated: int, now: float) -> None:
+        """
+        Starts the keep-alives for the negotiated timeout (the handshake is done).
+
+        With a negotiated timeout, a keep-alive is due after ``0.66 * timeout`` seconds with
+        nothing sent (each packet sent postpones it); with 0 (a legacy peer) one is due at once
+        and then every 3 seconds, sent or not, as from 6.1.0.
+        """
+        self.negotiated_timeout = negotiated
+        self.timeout = negotiated if negotiated > 0 else self.own_timeout
+        self._interval = keepalive_interval(negotiated)
+        self._postpone = negotiated > 0
+        self._due = now if negotiated <= 0 else now + self._interval
+        if self.on_established is not None:
+            self.on_established()
+
+    def sent(self, now: float) -> None:
+        """Records that a packet was sent at ``now`` (it postpones the next keep-alive)."""
+        self._last_sent = now
+
+    def next_timer(self) -> float | None:
+        """When :meth:`keepalive_due` should next be asked, or :data:`None` (none scheduled)."""
+        return self._due
+
+    def keepalive_due(self, now: float) -> bool:
+        """
+        Whether a keep-alive must be sent at ``now``; if so, send one and call
+        :meth:`keepalive_sent`. If not, :meth:`next_timer` tells when to ask again.
+        """
+        due = self._due
+        if due is None:
+            return False
+        if self._postpone:
+            due = self._last_sent + self._interval
+            if due > now + 0.01:
+                self._due = due
+                return False
+        elif due > now + 0.01:
+            return False
+        return True
+
+    def keepalive_sent(self, now: float) -> None:
+        """Records that a keep-alive was sent at ``now``; the next is due an interval later."""
+        self._last_sent = now
+        self._due = now + self._interval
+
+    def stop(self) -> None:
+        """No more keep-alives (the connection is closing)."""
+        self._due = None
+
+
+def filter_field(
+    name: str,
+    params: Mapping[str, Any] | Iterable[tuple[str, Any]],
+    *,
+    auto_erro: bool,
+    auto_warn: bool,
+    auto_ackn: bool,
+) -> tuple[bool, tuple[Any, Any] | None, tuple[Any, Any] | None]:
+    """
+    The client-side filters for one received field, in 6.1.0's order: an error wins over a
+    warning; a field named ``ERRO`` or ``WARN`` is a notice in itself and never delivered while
+    its filter is on; a field with an ``ACKN`` param is an acknowledgement.
+
+    :param str name: The field name.
+    :param params: Its params: a mapping, or ``(name, value)`` pairs.
+    :returns: ``(deliver, error, warning)``: whether to deliver the field, and the
+        ``(detail, code)`` of the :exc:`~ncplib.CommandError` to raise or the
+        :exc:`~ncplib.CommandWarning` to issue (:data:`None` for none).
+    """
+    values: Mapping[str, Any] = params if isinstance(params, Mapping) else dict(params)
+    if auto_erro:
+        if "ERRO" in values or "ERRC" in values:
+            return False, (values.get("ERRO"), values.get("ERRC")), None
+        if name == "ERRO":
+            return False, None, None
+    warning = None
+    if auto_warn:
+        if "WARN" in values or "WARC" in values:
+            warning = (values.get("WARN"), values.get("WARC"))
+        if name == "WARN":
+            return False, None, warning
+    return not (auto_ackn and "ACKN" in values), None, warning
+
+
+def needs_filtering(name: str, param_names: Iterable[str]) -> bool:
+    """Whether :func:`filter_field` could do anything to a field: the usual field passes at once."""
+    return name in _NOTICES or not _FILTERED_PARAMS.isdisjoint(param_names)
+
+
 class Protocol:
     """
     The part common to both sides; instantiate :class:`ClientProtocol` or :class:`ServerProtocol`.
@@ -524,11 +663,8 @@ class Protocol:
         field_ids: Callable[[], int] = next_field_id,
     ) -> None:
         self.reader = PacketReader(max_packet_size=max_packet_size, use_numpy=use_numpy)
-        self.own_timeout = timeout
-        #: The seconds of silence after which a wait for a field gives up (0: never).
-        self.timeout = timeout
-        #: The negotiated timeout once the handshake is done (0: a legacy peer), else None.
-        self.negotiated_timeout: int | None = None
+        #: The connection's timeouts and keep-alive decisions.
+        self.link = Link(timeout, now)
         self.state = State.TUNNEL if tunnel else State.HANDSHAKE
         self.auto_erro = auto_erro
         self.auto_warn = auto_warn
@@ -549,10 +685,6 @@ class Protocol:
         self._last_received = now
         self._pending_since: float | None = None
         self._last_packet = now
-        self._last_sent = now
-        self._keepalive_due: float | None = None
-        self._keepalive_interval = 0
-        self._keepalive_postpone = True
 
     # Bytes in.
 
@@ -689,7 +821,7 @@ class Protocol:
         self._ended = True
         self.error = error
         self.state = State.CLOSED
-        self._keepalive_due = None
+        self.link.stop()
         self._events.append(ConnectionEnded(error))
 
     def _fail(self, error: NCPError) -> None:
@@ -706,40 +838,46 @@ class Protocol:
             self._handshake_field(field)
 
     def _filter(self, field: FieldReceived) -> bool:
-        # The client-side filters, in the reference's order: an error wins over a warning; a
-        # field named ERRO or WARN is a notice in itself and never delivered while its filter is
-        # on; a field with an ACKN param is an acknowledgement. True: deliver the field.
-        if field.name not in _NOTICES and all(name not in _FILTERED_PARAMS for name, _ in field.params):
-            return True  # the usual case, decided without building a dict
-        params = dict(field.params)
-        if self.auto_erro:
-            if "ERRO" in params or "ERRC" in params:
-                self._events.append(CommandErrorReceived(field, params.get("ERRO"), params.get("ERRC")))
-                return False
-            if field.name == "ERRO":
-                return False
-        if self.auto_warn:
-            if "WARN" in params or "WARC" in params:
-                self._events.append(CommandWarningReceived(field, params.get("WARN"), params.get("WARC")))
-            if field.name == "WARN":
-                return False
-        return not (self.auto_ackn and "ACKN" in params)
+        """True: deliver the field; the notices it carries become events (see :func:`filter_field`)."""
+        if not needs_filtering(field.name, [name for name, _ in field.params]):
+            return True
+        deliver, error, warning = filter_field(
+            field.name,
+            field.params,
+            auto_erro=self.auto_erro,
+            auto_warn=self.auto_warn,
+            auto_ackn=self.auto_ackn,
+        )
+        if error is not None:
+            self._events.append(CommandErrorReceived(field, *error))
+        if warning is not None:
+            self._events.append(CommandWarningReceived(field, *warning))
+        return deliver
 
     def _handshake_field(self, field: FieldReceived) -> None:
         raise NotImplementedError
 
     def _complete(self, negotiated: int) -> None:
         now = self._last_received
-        self.negotiated_timeout = negotiated
-        self.timeout = negotiated if negotiated > 0 else self.own_timeout
         self.state = State.OPEN
-        self._keepalive_interval = keepalive_interval(negotiated)
-        self._keepalive_postpone = negotiated > 0
-        if negotiated <= 0:
-            # A legacy peer gets its first keep-alive at once, as from 6.1.0, then every 3 s.
-            self._send_keepalive(now)
-        else:
-            self._keepalive_due = now + self._keepalive_interval
+        self.link.establish(negotiated, now)
+        # A legacy peer gets its first keep-alive at once.
+        self.handle_timer(now)
+
+    @property
+    def timeout(self) -> int:
+        """The seconds of silence after which a wait for a field gives up (0 or less: never)."""
+        return self.link.timeout
+
+    @property
+    def own_timeout(self) -> int:
+        """This side's own timeout, the one proposed by a client."""
+        return self.link.own_timeout
+
+    @property
+    def negotiated_timeout(self) -> int | None:
+        """The negotiated timeout once the handshake is done (0: a legacy peer), else None."""
+        return self.link.negotiated_timeout
 
     # Bytes out.
 
@@ -772,7 +910,7 @@ class Protocol:
         if self.state is State.CLOSED:
             return False
         self._out.extend(buffers)
-        self._last_sent = now
+        self.link.sent(now)
         return True
 
     def send(self, packet_type: str, field_name: str, params: Mapping[str, Param], now: float) -> Request:
@@ -798,29 +936,16 @@ class Protocol:
         When :meth:`handle_timer` is next due (monotonic seconds), or :data:`None` if nothing is
         scheduled (before the handshake completes, and after the connection ended).
         """
-        return self._keepalive_due
+        return self.link.next_timer()
 
     def handle_timer(self, now: float) -> None:
         """
         Does what is due at ``now``: sends a keep-alive (a ``LINK`` packet with no fields, packet
         id 0, a whole-second timestamp) when the interval passed with nothing sent.
         """
-        due = self._keepalive_due
-        if due is None or self.state is not State.OPEN:
-            return
-        if self._keepalive_postpone:
-            due = self._last_sent + self._keepalive_interval
-            if due > now + 0.01:
-                self._keepalive_due = due
-                return
-        elif due > now + 0.01:
-            return
-        self._send_keepalive(now)
-
-    def _send_keepalive(self, now: float) -> None:
-        self._out.append(encode_packet("LINK", 0, self._clock().replace(microsecond=0), self._info, ()))
-        self._last_sent = now
-        self._keepalive_due = now + self._keepalive_interval
+        if self.state is State.OPEN and self.link.keepalive_due(now):
+            self._out.append(keepalive_packet(self._clock(), self._info))
+            self.link.keepalive_sent(now)
 
     def receive_deadline(self, waiting_since: float) -> float | None:
         """
@@ -853,7 +978,7 @@ class Protocol:
     def close(self) -> None:
         """Ends the connection on this side: no more events or keep-alives; sends are dropped."""
         self.state = State.CLOSED
-        self._keepalive_due = None
+        self.link.stop()
         self._ended = True
         self._events.clear()
 

@@ -44,6 +44,7 @@ from ncplib.connection import Connection
 from ncplib.errors import NCPError, NetworkError, NetworkTimeoutError
 from ncplib.framing import DEFAULT_MAX_PACKET_SIZE
 from ncplib.packets import Param, encode_packet
+from ncplib.protocol import Link
 from ncplib.tunnel import server_tunnel
 
 __all__ = ["start_server"]
@@ -151,7 +152,10 @@ async def _serve(
     assert transport is not None
     remote_hostname = _format_address(transport.get_extra_info("peername"))
     logger.info("Connected to %s over NCP", remote_hostname)
-    connection = Connection(protocol, logger=logger, remote_hostname=remote_hostname, timeout=timeout)
+    link = Link(timeout, asyncio.get_running_loop().time())
+    connection = Connection(
+        protocol, logger=logger, remote_hostname=remote_hostname, timeout=timeout, link=link
+    )
     try:
         if tunnel:
             try:
@@ -163,7 +167,7 @@ async def _serve(
                 logger.exception("Unexpected error from %s over NCP", connection.remote_hostname)
                 return
         try:
-            await server_handshake(connection, timeout=timeout, helo_params=helo_params)
+            await server_handshake(connection, link, timeout=timeout, helo_params=helo_params)
             await client_connected(connection)
         except NCPError as ex:
             logger.warning("Connection error from %s over NCP: %s", connection.remote_hostname, ex)
