@@ -21,7 +21,14 @@ from typing import Any
 
 from ncplib.connection import Connection
 from ncplib.errors import NetworkTimeoutError
-from ncplib.protocol import MAX_TIMEOUT, MIN_TIMEOUT, Link, accept_timeout, grant_timeout, negotiate_timeout
+from ncplib.protocol import (
+    MAX_TIMEOUT,
+    MIN_TIMEOUT,
+    ClientHandshake,
+    Link,
+    ServerHandshake,
+    negotiate_timeout,
+)
 
 __all__ = ["MIN_TIMEOUT", "MAX_TIMEOUT", "negotiate_timeout", "client_handshake", "server_handshake"]
 
@@ -50,19 +57,9 @@ async def client_handshake(
     :raises ncplib.NCPError: if the connection fails or the server sends an error;
         :exc:`ncplib.NetworkTimeoutError` if the handshake is not completed in time.
     """
-    await _within(_client_steps(connection, link, hostname, username, domain, timeout), timeout)
-
-
-async def _client_steps(
-    connection: Connection, link: Link, hostname: str, username: str, domain: str, timeout: int
-) -> None:
-    await connection.recv_field("LINK", "HELO")
-    connection.send("LINK", "CCRE", CIW=hostname, CUSR=username, CDOM=domain, LINK=timeout)
-    scar = await connection.recv_field("LINK", "SCAR")
-    negotiated = accept_timeout(scar.get("LINK"), timeout)
-    connection.send("LINK", "CARE", CAR=hostname)
-    await connection.recv_field("LINK", "SCON")
-    link.establish(negotiated, asyncio.get_running_loop().time())
+    handshake = ClientHandshake(hostname, username, domain, timeout)
+    await _within(_steps(connection, handshake), timeout)
+    link.establish(handshake.negotiated or 0, asyncio.get_running_loop().time())
 
 
 async def server_handshake(
@@ -76,17 +73,22 @@ async def server_handshake(
     :raises ncplib.NCPError: if the connection fails; :exc:`ncplib.NetworkTimeoutError` if the
         handshake is not completed in time.
     """
-    await _within(_server_steps(connection, link, helo_params or {}), timeout)
+    handshake = ServerHandshake(helo_params)
+    name, params = handshake.hello()
+    connection.send("LINK", name, **dict(params))
+    await _within(_steps(connection, handshake), timeout)
+    link.establish(handshake.negotiated or 0, asyncio.get_running_loop().time())
 
 
-async def _server_steps(connection: Connection, link: Link, helo_params: Mapping[str, Any]) -> None:
-    connection.send("LINK", "HELO", **helo_params)
-    ccre = await connection.recv_field("LINK", "CCRE")
-    hostname = ccre.get("CIW")
-    if isinstance(hostname, str) and hostname:
-        connection.remote_hostname = hostname
-    negotiated = grant_timeout(ccre.get("LINK"))
-    connection.send("LINK", "SCAR", LINK=negotiated)
-    await connection.recv_field("LINK", "CARE")
-    connection.send("LINK", "SCON")
-    link.establish(negotiated, asyncio.get_running_loop().time())
+async def _steps(connection: Connection, handshake: ClientHandshake | ServerHandshake) -> None:
+    # Fields other than the next step (other packet types, keep-alives) are dropped.
+    while handshake.expecting:
+        field = await connection.recv()
+        if field.packet_type != "LINK":
+            continue
+        reply = handshake.receive(field.name, field)
+        if isinstance(handshake, ServerHandshake) and handshake.remote_hostname is not None:
+            connection.remote_hostname = handshake.remote_hostname
+        if reply is not None:
+            name, params = reply
+            connection.send("LINK", name, **dict(params))

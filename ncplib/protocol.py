@@ -116,6 +116,8 @@ __all__ = [
     "CommandWarningReceived",
     "ConnectionEnded",
     "Request",
+    "ClientHandshake",
+    "ServerHandshake",
     "Protocol",
     "ClientProtocol",
     "ServerProtocol",
@@ -625,6 +627,104 @@ def needs_filtering(name: str, param_names: Iterable[str]) -> bool:
     return name in _NOTICES or not _FILTERED_PARAMS.isdisjoint(param_names)
 
 
+#: A field of the handshake to send: its name and params (packet type ``LINK``).
+Step = tuple[str, list[tuple[str, Param]]]
+
+
+class ClientHandshake:
+    """
+    The client's steps of the ``LINK`` handshake, without I/O: feed it each ``LINK`` field
+    received; it answers ``HELO`` with ``CCRE`` and ``SCAR`` with ``CARE``, and is done on ``SCON``.
+    Used by :class:`ClientProtocol` and by the asyncio client.
+
+    :param str hostname: CCRE ``CIW`` and CARE ``CAR``.
+    :param str username: CCRE ``CUSR``.
+    :param str domain: CCRE ``CDOM``.
+    :param int timeout: The timeout proposed in CCRE ``LINK``.
+    """
+
+    __slots__ = ("domain", "expecting", "hostname", "negotiated", "timeout", "username")
+
+    def __init__(self, hostname: str, username: str, domain: str, timeout: int) -> None:
+        self.hostname = hostname
+        self.username = username
+        self.domain = domain
+        self.timeout = timeout
+        #: The name of the next field of the handshake, or ``""`` once it is done.
+        self.expecting = "HELO"
+        #: The negotiated timeout once SCAR arrived (see :func:`accept_timeout`), else None.
+        self.negotiated: int | None = None
+
+    def receive(self, name: str, params: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> Step | None:
+        """
+        Takes a ``LINK`` field received; fields other than the next step are ignored.
+
+        :returns: The field to send in reply, or :data:`None`.
+        """
+        if name != self.expecting:
+            return None
+        if name == "HELO":
+            self.expecting = "SCAR"
+            return "CCRE", [
+                ("CIW", self.hostname),
+                ("CUSR", self.username),
+                ("CDOM", self.domain),
+                ("LINK", self.timeout),
+            ]
+        if name == "SCAR":
+            self.expecting = "SCON"
+            values: Mapping[str, Any] = params if isinstance(params, Mapping) else dict(params)
+            self.negotiated = accept_timeout(values.get("LINK"), self.timeout)
+            return "CARE", [("CAR", self.hostname)]
+        self.expecting = ""
+        return None
+
+
+class ServerHandshake:
+    """
+    The server's steps of the ``LINK`` handshake, without I/O: send :meth:`hello`, then feed it
+    each ``LINK`` field received; it answers ``CCRE`` with ``SCAR`` (the granted timeout, see
+    :func:`grant_timeout`) and ``CARE`` with ``SCON``, and is then done. Used by
+    :class:`ServerProtocol` and by the asyncio server.
+
+    :param helo_params: Params of the ``HELO`` field.
+    """
+
+    __slots__ = ("expecting", "helo_params", "negotiated", "remote_hostname")
+
+    def __init__(self, helo_params: Mapping[str, Param] | None = None) -> None:
+        self.helo_params = dict(helo_params or {})
+        #: The name of the next field of the handshake, or ``""`` once it is done.
+        self.expecting = "CCRE"
+        #: The granted timeout once CCRE arrived, else None.
+        self.negotiated: int | None = None
+        #: The client's hostname from CCRE ``CIW`` (None if it sent none or an empty one).
+        self.remote_hostname: str | None = None
+
+    def hello(self) -> Step:
+        """The ``HELO`` field that opens the handshake."""
+        return "HELO", list(self.helo_params.items())
+
+    def receive(self, name: str, params: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> Step | None:
+        """
+        Takes a ``LINK`` field received; fields other than the next step are ignored.
+
+        :returns: The field to send in reply, or :data:`None`.
+        """
+        if name != self.expecting:
+            return None
+        if name == "CCRE":
+            self.expecting = "CARE"
+            values: Mapping[str, Any] = params if isinstance(params, Mapping) else dict(params)
+            hostname = values.get("CIW")
+            if isinstance(hostname, str) and hostname:
+                self.remote_hostname = hostname
+            self.negotiated = grant_timeout(values.get("LINK"))
+            return "SCAR", [("LINK", self.negotiated)]
+        self.expecting = ""
+        return "SCON", []
+
+
 class Protocol:
     """
     The part common to both sides; instantiate :class:`ClientProtocol` or :class:`ServerProtocol`.
@@ -857,6 +957,12 @@ class Protocol:
     def _handshake_field(self, field: FieldReceived) -> None:
         raise NotImplementedError
 
+    def _send_step(self, step: Step, now: float | None = None) -> None:
+        name, params = step
+        self.send_packet(
+            "LINK", [(name, self._field_ids(), params)], self._last_received if now is None else now
+        )
+
     def _complete(self, negotiated: int) -> None:
         now = self._last_received
         self.state = State.OPEN
@@ -1023,11 +1129,7 @@ class ClientProtocol(Protocol):
             auto_ackn=auto_ackn,
             **options,
         )
-        self.hostname = hostname
-        self.username = username
-        self.domain = domain
-        self._step = "HELO"
-        self._negotiated = 0
+        self.handshake = ClientHandshake(hostname, username, domain, self.link.own_timeout)
         if credentials is not None:
             self._out.append(encode_request(*credentials))
 
@@ -1043,37 +1145,17 @@ class ClientProtocol(Protocol):
 
     def _handshake_field(self, field: FieldReceived) -> None:
         # Anything but the next step (other fields, keep-alives) is dropped.
-        if field.packet_type != "LINK" or field.name != self._step:
+        if field.packet_type != "LINK":
             return
-        now = self._last_received
-        if self._step == "HELO":
-            self._step = "SCAR"
-            self.send_packet(
-                "LINK",
-                [
-                    (
-                        "CCRE",
-                        self._field_ids(),
-                        [
-                            ("CIW", self.hostname),
-                            ("CUSR", self.username),
-                            ("CDOM", self.domain),
-                            ("LINK", self.own_timeout),
-                        ],
-                    )
-                ],
-                now,
-            )
-        elif self._step == "SCAR":
-            self._step = "SCON"
-            negotiated = accept_timeout(dict(field.params).get("LINK"), self.own_timeout)
-            self._negotiated = negotiated
-            self._events.append(TimeoutNegotiated(negotiated))
-            self.send_packet("LINK", [("CARE", self._field_ids(), [("CAR", self.hostname)])], now)
-        else:
-            self._step = ""
-            self._complete(self._negotiated)
-            self._events.append(HandshakeComplete(self._negotiated, None))
+        handshake = self.handshake
+        reply = handshake.receive(field.name, field.params)
+        if reply is not None:
+            self._send_step(reply)
+        if field.name == "SCAR" and reply is not None:
+            self._events.append(TimeoutNegotiated(handshake.negotiated or 0))
+        elif handshake.expecting == "" and self.state is State.HANDSHAKE:
+            self._complete(handshake.negotiated or 0)
+            self._events.append(HandshakeComplete(handshake.negotiated or 0, None))
 
 
 class ServerProtocol(Protocol):
@@ -1103,19 +1185,20 @@ class ServerProtocol(Protocol):
         **options: Any,
     ) -> None:
         super().__init__(tunnel=tunnel, **options)
-        self._helo = dict(helo_params or {})
-        #: The client's hostname from CCRE ``CIW``, once received (else :data:`None`).
-        self.remote_hostname: str | None = None
-        self._step = "CCRE"
-        self._negotiated = 0
+        self.handshake = ServerHandshake(helo_params)
         self._request: TunnelRequest | None = None
         # Bad params fail now, not when a client connects.
-        encode_packet("LINK", 1, _utcnow(), b"", [("HELO", 0, self._helo.items())])
+        encode_packet("LINK", 1, _utcnow(), b"", [("HELO", 0, self.handshake.helo_params.items())])
         if not tunnel:
             self._send_helo(self._phase_started)
 
+    @property
+    def remote_hostname(self) -> str | None:
+        """The client's hostname from CCRE ``CIW``, once received (else :data:`None`)."""
+        return self.handshake.remote_hostname
+
     def _send_helo(self, now: float) -> None:
-        self.send_packet("LINK", [("HELO", self._field_ids(), self._helo.items())], now)
+        self._send_step(self.handshake.hello(), now)
 
     def _head_received(self, head: bytes, now: float) -> None:
         try:
@@ -1159,21 +1242,15 @@ class ServerProtocol(Protocol):
         self._fail(AuthenticationError("HTTP 401 Unauthorized"))
 
     def _handshake_field(self, field: FieldReceived) -> None:
-        if field.packet_type != "LINK" or field.name != self._step:
+        if field.packet_type != "LINK":
             return
-        now = self._last_received
-        if self._step == "CCRE":
-            self._step = "CARE"
-            params = dict(field.params)
-            hostname = params.get("CIW")
-            if isinstance(hostname, str) and hostname:
-                self.remote_hostname = hostname
-            negotiated = grant_timeout(params.get("LINK"))
-            self._negotiated = negotiated
-            self._events.append(TimeoutNegotiated(negotiated))
-            self.send_packet("LINK", [("SCAR", self._field_ids(), [("LINK", negotiated)])], now)
-        else:
-            self._step = ""
-            self.send_packet("LINK", [("SCON", self._field_ids(), ())], now)
-            self._complete(self._negotiated)
-            self._events.append(HandshakeComplete(self._negotiated, self.remote_hostname))
+        handshake = self.handshake
+        reply = handshake.receive(field.name, field.params)
+        if reply is None:
+            return
+        if reply[0] == "SCAR":
+            self._events.append(TimeoutNegotiated(handshake.negotiated or 0))
+        self._send_step(reply)
+        if handshake.expecting == "":
+            self._complete(handshake.negotiated or 0)
+            self._events.append(HandshakeComplete(handshake.negotiated or 0, handshake.remote_hostname))
