@@ -138,6 +138,16 @@ def test_echo_and_reply_matching() -> None:
         assert field.connection is connection
 
 
+def test_connection_recv_field_drops_other_fields() -> None:
+    with serving(echo) as port, ncplib.sync.connect("127.0.0.1", port) as connection:
+        connection.send("TEST", "ECHO", A=1)
+        connection.send("TEST", "OTHR", B=2)
+        field = connection.recv_field("TEST", "OTHR", timeout=10)
+        assert dict(field) == {"B": 2}
+        # The ECHO reply arrived first and was dropped: the next field is a new one.
+        assert dict(connection.send("TEST", "ECHO", C=3).recv(timeout=10)) == {"C": 3}
+
+
 def test_recv_timeout_leaves_the_connection_usable() -> None:
     with serving(echo) as port, ncplib.sync.connect("127.0.0.1", port) as connection:
         started = time.monotonic()
