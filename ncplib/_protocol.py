@@ -88,6 +88,7 @@ class NCPProtocol(asyncio.BufferedProtocol):
         self._waiters: list[tuple[asyncio.Future[None], float, float]] = []
         # One timer per connection enforces every wait's timeout (see _on_deadline).
         self._deadline: asyncio.TimerHandle | None = None
+        self._deadline_at = 0.0
         self._drain_waiters: deque[asyncio.Future[None]] = deque()
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._made = False
@@ -135,9 +136,11 @@ class NCPProtocol(asyncio.BufferedProtocol):
         view = self.reader.get_buffer(sizehint)
         # One read must not carry the held bytes far past the high-water mark (the reader's
         # buffer grows when packets wait to be read, so it can offer more room than that).
-        room = self.high_water - self.reader.buffered
-        if len(view) > room:
-            view = view[: max(room, _MIN_READ)]
+        # Never cut below _MIN_READ: smaller views need no look.
+        if len(view) > _MIN_READ:
+            room = self.high_water - self.reader.buffered
+            if len(view) > room:
+                view = view[: max(room, _MIN_READ)]
         return view
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -150,9 +153,8 @@ class NCPProtocol(asyncio.BufferedProtocol):
             self._head_updated(nbytes)
             return
         reader = self.reader
-        needed = reader.bytes_needed
         try:
-            reader.buffer_updated(nbytes)
+            complete = reader.buffer_updated(nbytes)
         except DecodeError as ex:
             self._fail(ex)
             return
@@ -160,8 +162,7 @@ class NCPProtocol(asyncio.BufferedProtocol):
             # Nobody is waiting for a packet: stop reading until the application catches up.
             # (Never while someone waits: the packet they wait for may be the one arriving.)
             self._pause_reading()
-        if nbytes >= needed:
-            # A packet (or at least its header) is complete: worth a look.
+        if complete:
             self._wake()
 
     def eof_received(self) -> bool:
@@ -302,10 +303,11 @@ class NCPProtocol(asyncio.BufferedProtocol):
             deadline = self._deadline
             # A wait is the common case, one per packet: the timer armed for an earlier wait
             # usually fires first, and _on_deadline arms it again for the waits still open.
-            if deadline is None or deadline.when() > due:
+            if deadline is None or self._deadline_at > due:
                 if deadline is not None:
                     deadline.cancel()
                 self._deadline = loop.call_at(due, self._on_deadline)
+                self._deadline_at = due
         else:
             waiters.append((waiter, 0.0, 0.0))
         return waiter
@@ -327,6 +329,7 @@ class NCPProtocol(asyncio.BufferedProtocol):
                 next_due = due
         if next_due is not None and not self._lost:
             self._deadline = loop.call_at(next_due, self._on_deadline)
+            self._deadline_at = next_due
 
     def _caught_up(self) -> None:
         """The application has read everything complete: reading paused for it resumes."""
