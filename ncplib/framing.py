@@ -46,7 +46,7 @@ _OWN_BUFFER_SIZE = 64 * 1024
 _SHARED_BUFFER_SIZE = 16 * 1024
 # Shared buffers kept for reuse, by all readers of the process (allocating and clearing one costs
 # about as much as receiving a small packet). Bounded: beyond this, released buffers are freed.
-_POOL_SIZE = 64
+_POOL_SIZE = 128
 _pool: list[bytearray] = []
 # What a reader holding no bytes has instead of a shared buffer; never written to (get_buffer
 # takes a real one first).
