@@ -42,6 +42,8 @@ _SMALL_BUFFER = 16 * 1024
 # The least room offered for one read, even at the high-water mark.
 _MIN_READ = 64 * 1024
 _HEAD_END = b"\r\n\r\n"
+# drain() lets the event loop run at least once every this many calls.
+_DRAIN_YIELD_EVERY = 16
 
 
 def _has_native_writelines(transport: asyncio.BaseTransport) -> bool:
@@ -97,6 +99,8 @@ class NCPProtocol(asyncio.BufferedProtocol):
         self._error: BaseException | None = None
         self._read_paused = False
         self._write_paused = False
+        # drain() calls since it last let the event loop run.
+        self._drains_unyielded = 0
         self.last_received = self._loop.time()
         # When the first bytes of a packet not yet complete (or read) arrived; None when no such
         # bytes are held. A packet must arrive whole within the timeout from then, so a peer
@@ -432,6 +436,11 @@ class NCPProtocol(asyncio.BufferedProtocol):
         """
         Waits while the transport's write buffer is above its high-water mark.
 
+        Every ``_DRAIN_YIELD_EVERY`` calls that had no reason to wait, it lets the event loop run
+        once all the same: a sender that loops on ``send(); await drain()`` while the socket
+        takes everything would otherwise hold the loop, and every other connection, for as long
+        as it has something to send.
+
         :raises ncplib.NCPError: why the connection broke, or :exc:`ncplib.ConnectionClosed`.
         """
         self.flush()
@@ -440,7 +449,12 @@ class NCPProtocol(asyncio.BufferedProtocol):
                 self.raise_if_broken()
                 raise ConnectionClosed("Connection closed")
             if not self._write_paused:
+                self._drains_unyielded += 1
+                if self._drains_unyielded >= _DRAIN_YIELD_EVERY:
+                    self._drains_unyielded = 0
+                    await asyncio.sleep(0)
                 return
+            self._drains_unyielded = 0
             waiter: asyncio.Future[None] = self._loop.create_future()
             self._drain_waiters.append(waiter)
             await waiter
