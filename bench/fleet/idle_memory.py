@@ -53,7 +53,8 @@ def certificate(directory: Path) -> tuple[Path, Path]:
 
 async def measure(python: str, count: int, tls: tuple[Path, Path] | None) -> dict[str, float]:
     args = [python, str(HERE / "idle_server.py")] + ([str(p) for p in tls] if tls else [])
-    server = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=str(HERE))
+    # A plain Popen: the server only prints one line and waits for its stdin to close.
+    server = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=str(HERE))  # noqa: ASYNC220
     connections: list[ncplib.Connection] = []
     try:
         assert server.stdout is not None and server.stdin is not None
