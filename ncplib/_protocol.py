@@ -102,9 +102,10 @@ class NCPProtocol(asyncio.BufferedProtocol):
         # drain() calls since it last let the event loop run.
         self._drains_unyielded = 0
         self.last_received = self._loop.time()
-        # When the first bytes of a packet not yet complete (or read) arrived; None when no such
-        # bytes are held. A packet must arrive whole within the timeout from then, so a peer
-        # that trickles bytes cannot hold the connection forever.
+        # When bytes first arrived since the last packet was taken; None when none have. A wait
+        # times out a timeout after this time when it is set (else after the wait's start), so
+        # a peer that trickles bytes of a packet that never completes cannot hold the
+        # connection forever (see wait_data).
         self._pending_since: float | None = None
         self._pending: list[Any] | None = None
         self._write_buffers: Callable[[Sequence[Any]], None] = self._writelines_joined
@@ -255,8 +256,9 @@ class NCPProtocol(asyncio.BufferedProtocol):
             self._fail(ex)
             raise
         if packet is not None:
-            # A packet arrived whole: whatever follows it gets a full timeout of its own.
-            self._pending_since = self._loop.time() if self.reader.buffered else None
+            # A packet arrived whole: whatever follows it gets a full timeout of its own,
+            # counted from the next bytes to arrive or the next wait, whichever comes first.
+            self._pending_since = None
             if self._read_paused and self.reader.buffered <= self.high_water // 4:
                 self._resume_reading()
         elif self._read_paused:
