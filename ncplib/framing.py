@@ -47,9 +47,11 @@ _OWN_BUFFER_SIZE = 64 * 1024
 # connection holds none. It grows (a new, larger one) when unread packets fill it; a grown one is
 # dropped, not pooled, so memory goes back to this size after a burst.
 _SHARED_BUFFER_SIZE = 16 * 1024
-# Shared buffers kept for reuse, by all readers of the process (allocating and clearing one costs
-# about as much as receiving a small packet). Bounded: beyond this, released buffers are freed.
-_POOL_SIZE = 128
+# Shared buffers kept for reuse, by all readers of the process: allocating and clearing one costs
+# about as much as receiving a small packet, and many connections may each hold one at a time
+# (all those read in one pass of the event loop). Bounded (8 MiB): beyond this, released
+# buffers are freed. The pool only ever holds what was in use at once before.
+_POOL_SIZE = 512
 _pool: list[bytearray] = []
 # What a reader holding no bytes has instead of a shared buffer; never written to (get_buffer
 # takes a real one first).
