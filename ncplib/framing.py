@@ -387,6 +387,9 @@ class PacketReader:
         self._own_filled = available
         self._own_size = size
         self._release_shared()
+        # Large packets arrive into their own buffers: reads into the shared one stay small, so
+        # that little of the next large packet is received there and copied out.
+        self._read_size = _SHARED_BUFFER_SIZE
 
     def _grow_own(self) -> None:
         # A new buffer, not a resize: the caller may still hold a view of the old one. While the
