@@ -354,7 +354,7 @@ class PacketReader:
             magic, _type, size_words = unpack_from(buf, pos)
             size = size_words * 4
             if magic != _MAGIC or size < _MIN_SIZE or size > self.max_packet_size:
-                problem = self._header_problem(magic, size)
+                problem = self._header_problem(pos, magic, size)
                 if pos == start:
                     self._fail(problem)
                 self._pending = DecodeError(problem)
@@ -368,10 +368,11 @@ class PacketReader:
             pos += size
         self._next_header = pos
 
-    def _header_problem(self, magic: bytes, size: int) -> str:
-        """What is wrong with a packet header giving ``magic`` and ``size`` (in bytes)."""
+    def _header_problem(self, pos: int, magic: bytes, size: int) -> str:
+        """What is wrong with the packet header at ``pos``, giving ``magic`` and ``size`` (in bytes)."""
         if magic != w.PACKET_HEADER_MAGIC:
-            return f"Invalid packet header magic {magic.hex()}"
+            head = bytes(memoryview(self._buf)[pos : min(self._end, pos + w.NOT_NCP_HEAD_SIZE + 1)])
+            return w.bad_magic_message(head, "the peer sent")
         if size < w.MIN_PACKET_SIZE:
             return f"Packet header gives {size} bytes, less than a header and footer"
         return f"Packet of {size} bytes exceeds the maximum of {self.max_packet_size} bytes"
