@@ -104,6 +104,8 @@ class NCPProtocol(asyncio.BufferedProtocol):
         self.on_lost: Callable[[], None] | None = None
         #: Called once the connection is made (the server starts the connection's task).
         self.on_made: Callable[[], None] | None = None
+        #: Called whenever a complete packet may have arrived, and when the connection ends.
+        self.on_data: Callable[[], None] | None = None
 
     # asyncio callbacks.
 
@@ -308,6 +310,8 @@ class NCPProtocol(asyncio.BufferedProtocol):
                 pass
 
     def _wake(self) -> None:
+        if self.on_data is not None:
+            self.on_data()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)

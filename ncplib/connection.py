@@ -342,6 +342,28 @@ class Connection(_AsyncFields):
                     )
                 fields.append(Field(self, packet_type, packet_id, timestamp, name, field_id, params))
 
+    def _recv_nowait(self) -> Field | None:
+        """The next field already received (filtered as by :meth:`recv`), or None; never waits."""
+        fields = self._fields
+        protocol = self._protocol
+        while True:
+            if self._closing:
+                raise ConnectionClosed("Connection closed")
+            if fields:
+                field = fields.popleft()
+                if self._filtered and self._skip(field):
+                    continue
+                return field
+            packet = protocol.next_packet()
+            if packet is None:
+                protocol.raise_if_broken()
+                if protocol._read_paused:
+                    protocol._resume_reading()
+                return None
+            packet_type, packet_id, timestamp, _info, packet_fields = packet
+            for name, field_id, params in packet_fields:
+                fields.append(Field(self, packet_type, packet_id, timestamp, name, field_id, params))
+
     def _skip(self, field: Field) -> bool:
         # The client-side filters, in the reference's order: an error wins over a warning; a
         # field named ERRO or WARN is a notice in itself and never delivered while its filter
