@@ -425,6 +425,7 @@ class Fleet:
                     node.retry_delay = 0.0
                 try:
                     async with self._connecting:
+                        node.attempts += 1
                         connection = await connect(node.host, node.port, **self._connect_args)
                 except AuthenticationError as ex:
                     # Wrong credentials do not get right by retrying fast.

@@ -89,6 +89,10 @@ class Node:
 
         The number of fields delivered from this node so far, over all its connections.
 
+    .. attribute:: attempts
+
+        How many connection attempts were made, successful or not.
+
     .. attribute:: reconnects
 
         How many times the node connected again after its first connection.
@@ -120,6 +124,7 @@ class Node:
         "_on_data",
         "_queued",
         "address",
+        "attempts",
         "changed",
         "fields",
         "host",
@@ -134,6 +139,7 @@ class Node:
         self.host = host
         self.port = port
         self.fields = 0
+        self.attempts = 0
         self.reconnects = 0
         self.last_error: BaseException | None = None
         self.changed = time.time()
