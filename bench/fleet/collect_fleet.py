@@ -18,10 +18,11 @@ import json
 import sys
 from typing import Any
 
-import ncplib
 from collector import _measure, main
-from ncplib.fleet import run_sharded
 from shapes import SHAPES
+
+import ncplib
+from ncplib.fleet import run_sharded
 
 
 async def start(args: argparse.Namespace, counts: list[int]) -> asyncio.Task[None]:
@@ -34,7 +35,7 @@ async def start(args: argparse.Namespace, counts: list[int]) -> asyncio.Task[Non
     async def consume() -> None:
         async with fleet:
             async for node, field in fleet:
-                field[param]  # noqa: B018  (a user looks at the data)
+                field[param]  # a user looks at the data
                 counts[index[node]] += 1
 
     return asyncio.create_task(consume())
