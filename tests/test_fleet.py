@@ -498,7 +498,9 @@ def test_close_leaves_no_task_socket_or_timer(loop: str) -> None:
                 )
                 # A node in its backoff delay, two connected with data waiting: all must go.
                 assert refused.retry_delay >= 5.0
-                assert len(asyncio.all_tasks()) > tasks and timers() > timer_count
+                assert len(asyncio.all_tasks()) > tasks
+                if hasattr(current_loop, "_scheduled"):
+                    assert timers() > timer_count
             assert len(asyncio.all_tasks()) == tasks
             assert open_fds() == fds
             assert timers() == timer_count
