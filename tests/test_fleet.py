@@ -483,6 +483,11 @@ def test_close_leaves_no_task_socket_or_timer(loop: str) -> None:
             return sum(not handle.cancelled() for handle in scheduled)
 
         with ServerProcess("node", 10, rate=50) as first, ServerProcess("load", 10) as second:
+            # Warm up what the event loop creates once and keeps (uvloop's resolver threads).
+            async with await ncplib.connect("127.0.0.1", first.port, timeout=10):
+                pass
+            with pytest.raises(ncplib.NetworkError):
+                await ncplib.connect("127.0.0.1", closed_port())
             fds, tasks, timer_count = open_fds(), len(asyncio.all_tasks()), timers()
             fleet = ncplib.Fleet(
                 [f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}", f"127.0.0.1:{closed_port()}"],
