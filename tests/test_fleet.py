@@ -400,11 +400,12 @@ def test_silent_nodes_are_caught_by_the_timeout(loop: str) -> None:
                 fleet.subscribe("DSPL", "SWEP")
                 async with fleet:
                     silent_node, mute_node, good = fleet.nodes
-                    await consume(fleet, lambda: accepted["silent"] >= 2 and accepted["mute"] >= 2)
+                    # Timed out, and (for the one that completes handshakes) connected again.
+                    await consume(fleet, lambda: silent_node.reconnects >= 1 and accepted["mute"] >= 2)
                     for node in (silent_node, mute_node):
                         assert isinstance(node.last_error, ncplib.NetworkTimeoutError), node.last_error
                         assert node.fields == 0
-                    assert silent_node.reconnects >= 1
+                    assert accepted["silent"] >= 2
                     before = good.fields
                     await consume(fleet, lambda: good.fields > before)
                     assert good.connected and good.last_error is None
