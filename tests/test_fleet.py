@@ -198,6 +198,35 @@ def test_merger_takes_turns_of_bounded_length() -> None:
     assert got == expected
 
 
+def test_merger_takes_a_whole_round_per_pass_of_the_event_loop() -> None:
+    """With many nodes ready, the consumer takes from every one of them before it lets the
+    event loop run again, so it keeps up with what one pass of the loop reads."""
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        fleet = ncplib.Fleet([f"node-{i}" for i in range(600)])
+        fleet._started = True
+        fleet._loop = loop
+        for node in fleet.nodes:
+            node._connection = FakeConnection(["a", "b"])  # type: ignore[assignment]
+            node._ended = loop.create_future()
+            fleet._on_data(node)
+        passes = 0
+
+        def tick() -> None:
+            nonlocal passes
+            passes += 1
+            if passes < 100:
+                loop.call_soon(tick)
+
+        loop.call_soon(tick)
+        for _ in range(1200):
+            await fleet.__anext__()
+        return passes
+
+    assert run(main) <= 1
+
+
 # Real connections.
 
 
