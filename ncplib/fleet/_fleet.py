@@ -29,7 +29,7 @@ import logging
 import random
 import ssl as _ssl
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any
@@ -54,6 +54,8 @@ TURN = 16
 # began (so it takes from every connection about as much as arrives in one pass of the loop),
 # and at least once every this many fields, so that timers (keep-alives) run in a long round.
 _MOST_UNYIELDED = 8192
+# The most fields taken ahead (decoded, waiting in the fleet to be handed out).
+_BATCH = 256
 # Seconds between two checks for silent nodes (the negotiated timeout is at least 5 s).
 _CHECK_INTERVAL = 1.0
 _UTC = timezone.utc
@@ -160,7 +162,8 @@ class Fleet:
         self._random = rng if rng is not None else random.Random()
         self._subscriptions: dict[tuple[str, str], dict[str, Param]] = {}
         self._ready: deque[Node] = deque()
-        self._turn = 0
+        # Fields taken from a node in its turn and not yet handed out, in order.
+        self._batch: deque[tuple[Node, Field]] = deque()
         self._round_left = 0
         self._unyielded = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -281,6 +284,7 @@ class Fleet:
         for task in self._tasks:
             task.cancel()
         self._ready.clear()
+        self._batch.clear()
         self._wake_consumer()
 
     async def wait_closed(self) -> None:
@@ -294,7 +298,7 @@ class Fleet:
     def __aiter__(self) -> Fleet:
         return self
 
-    async def __anext__(self) -> tuple[Node, Field]:
+    def __anext__(self) -> Awaitable[tuple[Node, Field]]:
         """
         The next ``(node, field)`` received by any node.
 
@@ -302,6 +306,15 @@ class Fleet:
         :raises RuntimeError: if the fleet was not started, or another task is already taking
             fields from it.
         """
+        batch = self._batch
+        if batch and not self._closing:
+            # Taken from the node's connection in its turn: no coroutine needed to hand it out.
+            done = self._loop.create_future()  # type: ignore[union-attr]
+            done.set_result(batch.popleft())
+            return done
+        return self._next_turn()
+
+    async def _next_turn(self) -> tuple[Node, Field]:
         loop = self._loop
         if loop is None:
             raise RuntimeError("Start the fleet first: async with fleet: async for node, field in fleet")
@@ -309,10 +322,13 @@ class Fleet:
             raise RuntimeError("Another task is already taking fields from this fleet")
         self._consuming = True
         ready = self._ready
+        batch = self._batch
         try:
             while True:
                 if self._closing:
                     raise StopAsyncIteration
+                if batch:
+                    return batch.popleft()
                 if not ready:
                     self._round_left = self._unyielded = 0
                     waiter = self._waiter = loop.create_future()
@@ -331,44 +347,54 @@ class Fleet:
                         continue
                     if self._round_left <= 0:
                         self._round_left = len(ready)
-                node = ready[0]
-                if self._turn >= TURN:
-                    ready.rotate(-1)
-                    self._turn = 0
-                    self._round_left -= 1
-                    continue
-                connection = node._connection
-                if connection is None:  # pragma: no cover - queued only while connected
-                    self._unqueue(node)
-                    continue
-                try:
-                    field = connection._recv_nowait()
-                except CommandError as ex:
-                    self._turn += 1
-                    self._command_error(node, ex)
-                    continue
-                except Exception as ex:
-                    # The connection ended (ConnectionClosed, NetworkError, DecodeError, ...)
-                    # after every field received before the end was delivered.
-                    self._unqueue(node)
-                    self._end(node, ex)
-                    continue
-                if field is None:
-                    self._unqueue(node)
-                    node._idle_since = loop.time()
-                    continue
-                self._turn += 1
-                self._unyielded += 1
-                node.fields += 1
-                return node, field
+                # Turns of several nodes at once: the fields then go out without a coroutine each.
+                while ready and self._round_left > 0 and len(batch) < _BATCH:
+                    self._take_turn(ready[0], batch)
         finally:
             self._consuming = False
+
+    def _take_turn(self, node: Node, batch: deque[tuple[Node, Field]]) -> None:
+        # Takes up to TURN fields of the node at the head of the ring into the batch, then moves
+        # the node to the back of the ring, or out of it if it has nothing more to read.
+        connection = node._connection
+        if connection is None:  # pragma: no cover - queued only while connected
+            self._unqueue(node)
+            return
+        recv = connection._recv_nowait
+        taken = 0
+        got = 0
+        while taken < TURN:
+            try:
+                field = recv()
+            except CommandError as ex:
+                taken += 1
+                self._command_error(node, ex)
+                continue
+            except Exception as ex:
+                # The connection ended (ConnectionClosed, NetworkError, DecodeError, ...) after
+                # every field received before the end was taken.
+                self._unqueue(node)
+                self._end(node, ex)
+                break
+            if field is None:
+                self._unqueue(node)
+                loop = self._loop
+                assert loop is not None
+                node._idle_since = loop.time()
+                break
+            batch.append((node, field))
+            taken += 1
+            got += 1
+        else:
+            self._ready.rotate(-1)
+            self._round_left -= 1
+        node.fields += got
+        self._unyielded += got
 
     def _unqueue(self, node: Node) -> None:
         # The node is at the head of the ring.
         self._ready.popleft()
         node._queued = False
-        self._turn = 0
         self._round_left -= 1
 
     def _on_data(self, node: Node) -> None:
