@@ -45,25 +45,12 @@ TIMEOUT = 20
 # A server process: serves ``DSPL LOAD`` streams of checked fields on each port given (0: any
 # free port), prints the ports, and serves until its stdin closes.
 SERVER = """
-import asyncio, contextlib, sys
+import asyncio, sys
 import ncplib
-from hostile_peers import checked_fields
+from test_fleet import streamer
 
 async def main(timeout, rate, ports):
-    async def handler(connection):
-        with contextlib.suppress(ncplib.NCPError):
-            async for field in connection:
-                if field.packet_type == "DSPL" and field.name == "LOAD":
-                    seq = 0
-                    while True:
-                        field.send(**checked_fields(seq))
-                        seq += 1
-                        await connection.drain()
-                        if rate:
-                            await asyncio.sleep(1 / rate)
-                        elif seq % 8 == 0:
-                            await asyncio.sleep(0)
-
+    handler = streamer(rate)
     servers = [await ncplib.start_server(handler, "127.0.0.1", port, timeout=timeout) for port in ports]
     print(",".join(str(s.sockets[0].getsockname()[1]) for s in servers), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
