@@ -173,6 +173,10 @@ class NCPProtocol(asyncio.BufferedProtocol):
         except DecodeError as ex:
             self._fail(ex)
             return
+        if complete and self._waiters:
+            # Someone waits for this packet: no reason to pause.
+            self._wake()
+            return
         if not self._read_paused and reader.buffered > self.high_water and not self._someone_waits():
             # Nobody is waiting for a packet: stop reading until the application catches up.
             # (Never while someone waits: the packet they wait for may be the one arriving.)

@@ -47,6 +47,9 @@ _OWN_BUFFER_SIZE = 64 * 1024
 # connection holds none. It grows (a new, larger one) when unread packets fill it; a grown one is
 # dropped, not pooled, so memory goes back to this size after a burst.
 _SHARED_BUFFER_SIZE = 16 * 1024
+# A reader whose reads fill its buffer takes a larger fresh one next time (doubling), up to this;
+# larger ones are allocated for the burst and freed, never pooled.
+_MAX_READ_SIZE = 256 * 1024
 # Shared buffers kept for reuse, by all readers of the process: allocating and clearing one costs
 # about as much as receiving a small packet, and many connections may each hold one at a time
 # (all those read in one pass of the event loop). Bounded (8 MiB): beyond this, released
@@ -86,6 +89,7 @@ class PacketReader:
         "_own_filled",
         "_own_size",
         "_pending",
+        "_read_size",
         "_ready",
         "_ready_bytes",
         "_start",
@@ -103,6 +107,8 @@ class PacketReader:
         self.use_numpy = use_numpy
         # _NO_BUFFER while nothing is held (see _SHARED_BUFFER_SIZE).
         self._buf = _NO_BUFFER
+        # The size of the next fresh shared buffer (see _MAX_READ_SIZE).
+        self._read_size = _SHARED_BUFFER_SIZE
         self._start = 0
         self._end = 0
         self._own: bytearray | None = None
@@ -158,14 +164,21 @@ class PacketReader:
             return memoryview(self._own)[self._own_filled :]
         if self._start == self._end:
             self._start = self._end = self._next_header = 0
-            if len(self._buf) != _SHARED_BUFFER_SIZE:
-                # A buffer from the pool, or a new one. (Pooled ones have this size, unless it
-                # was changed since: tests and fuzzing do.)
-                try:
-                    buf = _pool.pop()
-                except IndexError:  # (checking first would race with other threads' readers)
-                    buf = _NO_BUFFER
-                self._buf = buf if len(buf) == _SHARED_BUFFER_SIZE else bytearray(_SHARED_BUFFER_SIZE)
+            size = self._read_size
+            if len(self._buf) != size:
+                if size > _SHARED_BUFFER_SIZE:
+                    self._buf = bytearray(size)
+                else:
+                    # A buffer from the pool, or a new one. (Pooled ones have this size, unless
+                    # it was changed since: tests and fuzzing do.)
+                    try:
+                        buf = _pool.pop()
+                    except IndexError:  # (checking first would race with other threads' readers)
+                        buf = _NO_BUFFER
+                    if len(buf) != _SHARED_BUFFER_SIZE:
+                        buf = bytearray(_SHARED_BUFFER_SIZE)
+                    self._buf = buf
+                    self._read_size = len(buf)
         elif len(self._buf) - self._end < 4096 or self._end > len(self._buf) // 2:
             self._compact()
             if len(self._buf) - self._end < 4096:
@@ -198,7 +211,15 @@ class PacketReader:
                 self.complete = True
             return self.complete
         if self._pending is None:
-            self._end += nbytes
+            end = self._end + nbytes
+            # A read that filled the buffer: the peer sends faster than one buffer per pass, so
+            # the next fresh buffer is larger (fewer reads); one that used little shrinks it.
+            if end == len(self._buf):
+                if self._read_size < _MAX_READ_SIZE:
+                    self._read_size *= 2
+            elif nbytes < self._read_size // 8 and self._read_size > _SHARED_BUFFER_SIZE:
+                self._read_size //= 2
+            self._end = end
             self._check_headers()
         # else: the stream is known to be broken; the bytes are dropped.
         complete = self.complete = (
@@ -366,6 +387,9 @@ class PacketReader:
         self._own_filled = available
         self._own_size = size
         self._release_shared()
+        # Large packets arrive into their own buffers: reads into the shared one stay small, so
+        # that little of the next large packet is received there and copied out.
+        self._read_size = _SHARED_BUFFER_SIZE
 
     def _grow_own(self) -> None:
         # A new buffer, not a resize: the caller may still hold a view of the old one. While the
