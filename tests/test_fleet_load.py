@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -271,3 +272,33 @@ async def _thousand(processes: list[NodeProcess], addresses: list[str]) -> None:
         f"{sum(node.fields for node in fleet.nodes)} fields, "
         f"{sum(node.reconnects for node in fleet.nodes)} reconnects"
     )
+
+
+def test_the_fleet_collector_of_the_benchmark_runs_sharded() -> None:
+    """bench/fleet/collect_fleet.py over two worker processes: every connection delivers."""
+    bench = HERE.parent / "bench" / "fleet"
+    generator = subprocess.Popen(
+        [sys.executable, str(bench / "loadgen.py"), "--shape", "sweep", "--rate", "40"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=str(bench),
+    )
+    try:
+        assert generator.stdout is not None
+        port = json.loads(generator.stdout.readline())["port"]
+        done = subprocess.run(
+            [sys.executable, str(bench / "collect_fleet.py"), "--port", str(port), "--connections", "20",
+             "--duration", "0.5", "--workers", "2"],
+            capture_output=True, text=True, timeout=120, cwd=str(bench),
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        result = json.loads(done.stdout.splitlines()[-1])
+        assert result["workers"] == 2 and result["fewest"] > 0 and result["fields"] > 0
+    finally:
+        assert generator.stdin is not None
+        generator.stdin.close()
+        assert generator.stdout is not None
+        generator.stdout.read()
+        generator.stdout.close()
+        generator.wait(30)
