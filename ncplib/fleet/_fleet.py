@@ -77,7 +77,8 @@ class Fleet:
     ``(node, field)`` pairs as fields arrive, from whichever nodes are connected. A node that
     cannot be reached, drops its connection, stops sending for its negotiated timeout or
     rejects the credentials is retried, with its error in :attr:`Node.last_error` and in the
-    log; nothing of one node is raised out of the loop. Leaving the block (or :meth:`close`)
+    log; nothing of one node is raised out of the loop. The loop finds a connection's end after
+    its last field and only then does the node reconnect: keep looping. Leaving the block (or :meth:`close`)
     closes every connection; the loop then ends.
 
     :param addresses: The nodes: ``"host"``, ``"host:port"``, ``"[IPv6]:port"`` or ``(host,
