@@ -310,8 +310,10 @@ class Fleet:
         batch = self._batch
         if batch and not self._closing:
             # Taken from the node's connection in its turn: no coroutine needed to hand it out.
+            item = batch.popleft()
+            item[0].fields += 1
             done = self._loop.create_future()  # type: ignore[union-attr]
-            done.set_result(batch.popleft())
+            done.set_result(item)
             return done
         return self._next_turn()
 
@@ -329,7 +331,9 @@ class Fleet:
                 if self._closing:
                     raise StopAsyncIteration
                 if batch:
-                    return batch.popleft()
+                    item = batch.popleft()
+                    item[0].fields += 1
+                    return item
                 if not ready:
                     self._round_left = self._unyielded = 0
                     waiter = self._waiter = loop.create_future()
@@ -389,7 +393,6 @@ class Fleet:
         else:
             self._ready.rotate(-1)
             self._round_left -= 1
-        node.fields += got
         self._unyielded += got
 
     def _unqueue(self, node: Node) -> None:
