@@ -90,60 +90,61 @@ def _feed(protocol: NCPProtocol, data: bytes) -> None:
         view = view[n:]
 
 
-async def fleet(connections: int) -> float:
-    packet = _packet(4000, 5)
-    pairs = [_connection(False) for _ in range(connections)]
-    received = 0
-
-    async def collect(connection: Connection) -> None:
-        nonlocal received
-        response = Response(connection, "DSPC", {("SWEP", 5)})
-        while True:
-            field = await response.recv()
-            field["PDAT"]
-            received += 1
-
-    tasks = [asyncio.create_task(collect(connection)) for _, connection in pairs]
+async def _per_field(
+    tasks: list[asyncio.Task[None]], passes: int, deliver: Any, received: list[int]
+) -> float:
+    """Runs ``deliver()`` then one pass of the loop, ``passes`` times; CPU us per field received."""
     await asyncio.sleep(0)
     start = time.process_time()
-    for _ in range(FIELDS // connections):
-        for protocol, _ in pairs:
-            _feed(protocol, packet)
+    for _ in range(passes):
+        deliver()
         await asyncio.sleep(0)
     await asyncio.sleep(0)
     elapsed = time.process_time() - start
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    return 1e6 * elapsed / received
+    return 1e6 * elapsed / received[0]
+
+
+async def fleet(connections: int) -> float:
+    packet = _packet(4000, 5)
+    pairs = [_connection(False) for _ in range(connections)]
+    received = [0]
+
+    async def collect(connection: Connection) -> None:
+        response = Response(connection, "DSPC", {("SWEP", 5)})
+        while True:
+            field = await response.recv()
+            field["PDAT"]
+            received[0] += 1
+
+    def deliver() -> None:
+        for protocol, _ in pairs:
+            _feed(protocol, packet)
+
+    tasks = [asyncio.create_task(collect(connection)) for _, connection in pairs]
+    return await _per_field(tasks, FIELDS // connections, deliver, received)
 
 
 async def wake_up(connections: int) -> float:
     loop = asyncio.get_running_loop()
     waiters: list[asyncio.Future[None]] = [loop.create_future() for _ in range(connections)]
-    received = 0
+    received = [0]
 
     async def collect(index: int) -> None:
-        nonlocal received
         while True:
             waiters[index] = loop.create_future()
             await waiters[index]
-            received += 1
+            received[0] += 1
 
-    tasks = [asyncio.create_task(collect(i)) for i in range(connections)]
-    await asyncio.sleep(0)
-    start = time.process_time()
-    for _ in range(FIELDS // connections):
+    def deliver() -> None:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
-        await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    elapsed = time.process_time() - start
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return 1e6 * elapsed / received
+
+    tasks = [asyncio.create_task(collect(i)) for i in range(connections)]
+    return await _per_field(tasks, FIELDS // connections, deliver, received)
 
 
 async def backlog(use_numpy: bool) -> float:
