@@ -181,7 +181,10 @@ class NCPProtocol(asyncio.BufferedProtocol):
             # Nobody is waiting for a packet: stop reading until the application catches up.
             # (Never while someone waits: the packet they wait for may be the one arriving.)
             self._pause_reading()
-        if complete:
+        if complete or self._read_paused:
+            # Also when reading just paused inside a packet larger than the high-water mark: a
+            # consumer without a waiter (on_data) must look, find no packet and so let reading
+            # resume, or the packet never arrives.
             self._wake()
 
     def eof_received(self) -> bool:

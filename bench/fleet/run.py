@@ -205,7 +205,7 @@ def main() -> None:
     parser.add_argument("--connections", default="100,500,1000")
     parser.add_argument("--shapes", default="sweep,iq")
     parser.add_argument("--loops", default="asyncio,uvloop")
-    parser.add_argument("--collectors", default="floor,recv,recv:ref")
+    parser.add_argument("--collectors", default="floor,recv,recv:ref,fleet")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--duration", type=float, default=3.0, help="measuring window per collector, s")
     parser.add_argument("--rate", type=float, default=None, help="packets/s per connection (0: flat out)")
