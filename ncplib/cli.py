@@ -682,9 +682,9 @@ async def _run_demo(args: argparse.Namespace) -> int:
 
 
 async def _run_node(args: argparse.Namespace) -> int:
-    from ncplib.node import SimulatedNode
+    from ncplib._cli_capture import make_node
 
-    node = SimulatedNode(rate=args.rate)
+    node = make_node(args)
     try:
         server = await node.start(args.host, args.port, timeout=args.timeout)
     except OSError as ex:
@@ -749,6 +749,9 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument(
         "--timeout", type=int, default=60, help="network timeout in seconds (default: %(default)s)"
     )
+    from ncplib import _cli_capture
+
+    _cli_capture.add_replay_options(node, _positive)
     node.set_defaults(run=_run_node)
 
     for name, help_text, description in (
@@ -810,6 +813,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--ascii", action="store_true", help="print an ASCII spectrum instead of writing a PNG")
     demo.set_defaults(run=_run_demo)
+    _cli_capture.add_commands(commands)
     return parser
 
 
