@@ -814,6 +814,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--ascii", action="store_true", help="print an ASCII spectrum instead of writing a PNG")
     demo.set_defaults(run=_run_demo)
     _cli_capture.add_commands(commands)
+    from ncplib import _cli_record
+
+    _cli_record.add_command(commands)
     return parser
 
 
