@@ -113,7 +113,7 @@ class _Table:
             self._lines = len(rows) + 1
             self.stream.write("".join(out))
         else:
-            for node, (address, connected, rate, nbytes, reconnects, error) in zip(nodes, rows):
+            for node, (address, connected, rate, nbytes, reconnects, error) in zip(nodes, rows, strict=True):
                 last = f", last error: {error}" if error else ""
                 self.stream.write(
                     f"ncplib record: {address}: connected {connected}, {node.fields} fields, "
