@@ -186,11 +186,11 @@ class SigMFWriter:
         if timestamp is None:
             timestamp = getattr(field, "packet_timestamp", None)
         segment: dict[str, Any] = {
-            SigMFFile.START_INDEX_KEY: self.samples,
-            SigMFFile.FREQUENCY_KEY: frequency,
+            "core:sample_start": self.samples,
+            "core:frequency": frequency,
         }
         if isinstance(timestamp, datetime):
-            segment[SigMFFile.DATETIME_KEY] = sigmf_datetime(timestamp)
+            segment["core:datetime"] = sigmf_datetime(timestamp)
         raw = np.ascontiguousarray(data).view(np.uint8)
         written = self.nbytes
         try:
@@ -218,17 +218,17 @@ class SigMFWriter:
     def metadata(self) -> dict[str, Any]:
         """The recording's SigMF metadata so far, as a JSON-ready dict."""
         global_info: dict[str, Any] = {
-            SigMFFile.DATATYPE_KEY: DATATYPE,
-            SigMFFile.SAMPLE_RATE_KEY: self.sample_rate,
-            SigMFFile.RECORDER_KEY: f"ncplib {ncplib.__version__}",
-            SigMFFile.HASH_KEY: self._hash.hexdigest(),
-            SigMFFile.NUM_CHANNELS_KEY: 1,
+            "core:datatype": DATATYPE,
+            "core:sample_rate": self.sample_rate,
+            "core:recorder": f"ncplib {ncplib.__version__}",
+            "core:sha512": self._hash.hexdigest(),
+            "core:num_channels": 1,
         }
         if self.description:
-            global_info[SigMFFile.DESCRIPTION_KEY] = self.description
+            global_info["core:description"] = self.description
         if self.helo:
-            global_info[SigMFFile.HW_KEY] = helo_description(self.helo)
-            global_info[SigMFFile.EXTENSIONS_KEY] = [_EXTENSION]
+            global_info["core:hw"] = helo_description(self.helo)
+            global_info["core:extensions"] = [_EXTENSION]
             global_info["ncplib:helo"] = {name: _json_value(value) for name, value in self.helo.items()}
         return {"global": global_info, "captures": list(self._captures), "annotations": []}
 
