@@ -335,6 +335,7 @@ class BackgroundWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._space: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
+        self._finished: asyncio.Future[None] | None = None
         self._closed = False
 
     @property
@@ -360,6 +361,7 @@ class BackgroundWriter:
             raise RuntimeError("the writer was started before")
         self._loop = asyncio.get_running_loop()
         self._space = asyncio.Event()
+        self._finished = self._loop.create_future()
         self._thread = threading.Thread(target=self._run, name="ncplib-writer", daemon=True)
         self._thread.start()
 
@@ -374,6 +376,8 @@ class BackgroundWriter:
         :raises RuntimeError: if the writer is not started or is closed.
         """
         space = self._space
+        if self._error is not None:
+            raise self._error
         if space is None or self._closed:
             raise RuntimeError("the writer is not running")
         while True:
@@ -395,39 +399,41 @@ class BackgroundWriter:
 
         :raises RecordingError: if a write failed (the files are valid all the same).
         """
-        if not self._closed and self._thread is not None:
+        if not self._closed and self._thread is not None and self._finished is not None:
             self._closed = True
             with self._lock:
                 self._queue.append(None)
                 self._ready.notify()
-            thread = self._thread
-            loop = asyncio.get_running_loop()
-            # Join without blocking the loop (and without a thread pool that could be shut down).
-            done = loop.create_future()
-
-            def resolve() -> None:
-                if not done.done():
-                    done.set_result(None)
-
-            def wait() -> None:
-                thread.join()
-                with contextlib.suppress(RuntimeError):  # The loop is closed: nobody waits.
-                    loop.call_soon_threadsafe(resolve)
-
-            threading.Thread(target=wait, name="ncplib-writer-join", daemon=True).start()
-            await asyncio.shield(done)
+            # The thread resolves _finished as its last act: wait for that without blocking the
+            # loop, then the join returns at once.
+            await asyncio.shield(self._finished)
+            self._thread.join()
         if self._error is not None:
             raise self._error
 
     # The thread.
 
-    def _wake_loop(self) -> None:
+    def _wake_loop(self, *, finished: bool = False) -> None:
         loop, space = self._loop, self._space
-        if loop is not None and space is not None:
-            with contextlib.suppress(RuntimeError):  # The loop is closed: nobody waits.
-                loop.call_soon_threadsafe(space.set)
+        if loop is None or space is None:  # pragma: no cover - started with both
+            return
+
+        def wake() -> None:
+            space.set()
+            if finished and self._finished is not None and not self._finished.done():
+                self._finished.set_result(None)
+
+        with contextlib.suppress(RuntimeError):  # The loop is closed: nobody waits.
+            loop.call_soon_threadsafe(wake)
 
     def _run(self) -> None:
+        try:
+            self._write_batches()
+        finally:
+            self._close_sinks()
+            self._wake_loop(finished=True)
+
+    def _write_batches(self) -> None:
         touched: set[int] = set()
         while True:
             with self._lock:
@@ -452,6 +458,10 @@ class BackgroundWriter:
                     sink.write(item)
                 except RecordingError as ex:
                     self._failed(ex)
+                except Exception as ex:
+                    # Something a node sent that cannot be written (a malformed I/Q capture):
+                    # that item is lost, the recording goes on.
+                    logger.warning("Not written: %s", ex)
             if self._error is None:
                 for sink in self._sinks:
                     try:
@@ -464,12 +474,10 @@ class BackgroundWriter:
             self._wake_loop()
             if stop:
                 break
-        self._close_sinks()
-        self._wake_loop()
 
     def _failed(self, ex: RecordingError) -> None:
         if self._error is None:
-            logger.error("%s", ex)
+            logger.debug("Writer stopped: %s", ex)  # Raised to the caller.
             self._error = ex
             self._close_sinks()
 
@@ -481,7 +489,10 @@ class BackgroundWriter:
             except RecordingError as ex:
                 if self._error is None:
                     self._error = ex
-                logger.error("%s", ex)
+                else:
+                    logger.warning("%s", ex)
+            except Exception:
+                logger.exception("Could not finish the files of %r", sink)
 
 
 def packet_item(field: Any) -> tuple[list[bytes | memoryview], int]:
