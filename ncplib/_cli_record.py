@@ -138,7 +138,7 @@ class _Table:
 async def _run_record(args: argparse.Namespace) -> int:
     import ncplib
 
-    commands = [parse_command(text) for text in args.command]
+    commands = [parse_command(text) for text in args.commands]
     directory = Path(args.output)
     rotate_bytes = None if args.rotate_mb is None else max(1, round(args.rotate_mb * 1e6))
     try:
@@ -260,6 +260,7 @@ def add_command(commands: Any) -> None:
     record.add_argument("addresses", metavar="HOST[:PORT]", nargs="+", help="the nodes (default port 9999)")
     record.add_argument(
         "--command",
+        dest="commands",
         required=True,
         action="append",
         metavar="'PACKET FIELD [NAME=VALUE ...]'",

@@ -73,16 +73,19 @@ def file_label(address: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", address).strip("_") or "node"
 
 
-def _new_path(directory: Path, label: str, suffix: str, exists: Any) -> Path:
-    """``DIR/LABEL_YYYYmmddTHHMMSSZ`` (then ``-2``, ``-3``... when taken) with ``suffix``."""
+def _new_base(directory: Path, label: str, suffixes: tuple[str, ...]) -> Path:
+    """
+    ``DIR/LABEL_YYYYmmddTHHMMSSZ`` (UTC now; then ``-2``, ``-3``... while a file of that name
+    with any of ``suffixes`` exists).
+    """
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     base = directory / f"{label}_{stamp}"
     number = 1
     path = base
-    while exists(path):
+    while any(path.with_name(path.name + suffix).exists() for suffix in suffixes):
         number += 1
         path = base.with_name(f"{base.name}-{number}")
-    return path.with_name(path.name + suffix)
+    return path
 
 
 class Sink(Protocol):
@@ -154,9 +157,8 @@ class CaptureFiles:
         self._committed = 0
 
     def _open(self) -> IO[bytes]:
-        path = _new_path(
-            self.directory, self.label, self.suffix, lambda p: p.with_suffix(self.suffix).exists()
-        )
+        base = _new_base(self.directory, self.label, (self.suffix,))
+        path = base.with_name(base.name + self.suffix)
         try:
             file = open(path, "xb")  # noqa: SIM115 - closed by close()
         except OSError as ex:
@@ -274,9 +276,7 @@ class SigMFFiles:
             self.close()
             writer = None
         if writer is None:
-            base = _new_path(
-                self.directory, self.label, "", lambda p: p.with_name(p.name + ".sigmf-meta").exists()
-            )
+            base = _new_base(self.directory, self.label, (".sigmf-data", ".sigmf-meta"))
             try:
                 writer = self._writer_class(base, iq_sample_rate(item), helo=self.helo)
             except OSError as ex:
