@@ -142,6 +142,11 @@ async def _run_convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_input(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="the capture file")
+    parser.add_argument("--skip-damaged", action="store_true", help="skip damaged packets (with a warning)")
+
+
 def add_commands(commands: Any) -> None:
     """Adds ``read`` and ``convert`` to the ``ncplib`` command's subparsers."""
     read = commands.add_parser(
@@ -151,9 +156,8 @@ def add_commands(commands: Any) -> None:
         "'ncplib record' write it), as 'ncplib send' prints a reply, each after the byte offset "
         "of its packet.",
     )
-    read.add_argument("file", metavar="FILE", help="the capture file")
+    _add_input(read)
     read.add_argument("--json", action="store_true", help="print JSON (one object per line)")
-    read.add_argument("--skip-damaged", action="store_true", help="skip damaged packets (with a warning)")
     read.set_defaults(run=_run_read)
 
     convert = commands.add_parser(
@@ -163,12 +167,11 @@ def add_commands(commands: Any) -> None:
         "(SWEP) to NPZ (frequencies in Hz, times, levels in dBm as a 2-D array) or CSV (one row "
         "per sweep). Needs numpy; SigMF needs the sigmf package (pip install 'ncplib[sigmf]').",
     )
-    convert.add_argument("file", metavar="FILE", help="the capture file")
+    _add_input(convert)
     convert.add_argument("--to", required=True, choices=("sigmf", "npz", "csv"), help="the output format")
     convert.add_argument(
         "--output", required=True, metavar="PATH", help="the file to write (SigMF: the recording's base name)"
     )
-    convert.add_argument("--skip-damaged", action="store_true", help="skip damaged packets (with a warning)")
     convert.set_defaults(run=_run_convert)
 
 

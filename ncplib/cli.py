@@ -46,8 +46,8 @@ from datetime import datetime, timezone
 from typing import IO, Any
 
 import ncplib
+from ncplib.capture import field_packet
 from ncplib.errors import AuthenticationError, CommandError, DecodeError, NCPError
-from ncplib.packets import encode_packet_buffers
 from ncplib.values import f64, i64, u32, u64
 
 __all__ = [
@@ -379,13 +379,7 @@ def field_to_json(field: Any) -> dict[str, Any]:
 
 def _field_packet(field: Any) -> list[bytes | memoryview]:
     """A received field as the buffers of a one-field NCP packet (header info bytes zero)."""
-    return encode_packet_buffers(
-        field.packet_type,
-        field.packet_id,
-        field.packet_timestamp,
-        b"\x00\x00\x00\x00",
-        [(field.name, field.id, list(field.items()))],
-    )
+    return field_packet(field)
 
 
 def field_wire_size(field: Any) -> int:

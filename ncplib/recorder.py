@@ -116,7 +116,28 @@ class _Rotation:
         return self.max_seconds is not None and time.monotonic() - opened >= self.max_seconds
 
 
-class CaptureFiles:
+class _RotatedFiles:
+    """What both kinds of files share: where, named after what, rotated when."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        label: str,
+        *,
+        max_bytes: int | None = None,
+        max_seconds: float | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        self.label = label
+        self._rotation = _Rotation(max_bytes, max_seconds)
+        #: Every file started so far (for SigMF, its metadata file), oldest first.
+        self.paths: list[Path] = []
+        #: Bytes written to all the files (for SigMF, of samples).
+        self.nbytes = 0
+        self._opened = 0.0
+
+
+class CaptureFiles(_RotatedFiles):
     """
     One node's fields as capture files (``.ncp``), rotated by size and age.
 
@@ -134,27 +155,11 @@ class CaptureFiles:
     """
 
     suffix = ".ncp"
-
-    def __init__(
-        self,
-        directory: str | os.PathLike[str],
-        label: str,
-        *,
-        max_bytes: int | None = None,
-        max_seconds: float | None = None,
-    ) -> None:
-        self.directory = Path(directory)
-        self.label = label
-        self._rotation = _Rotation(max_bytes, max_seconds)
-        #: Every file opened so far, oldest first.
-        self.paths: list[Path] = []
-        #: Bytes written to all the files.
-        self.nbytes = 0
-        self._file: IO[bytes] | None = None
-        self._opened = 0.0
-        self._size = 0
-        # Bytes of the current file known to be on disk (complete packets only).
-        self._committed = 0
+    # The current file (set by _open), its size, and how much of it is known to be on disk
+    # (complete packets only).
+    _file: IO[bytes] | None = None
+    _size = 0
+    _committed = 0
 
     def _open(self) -> IO[bytes]:
         base = _new_base(self.directory, self.label, (self.suffix,))
@@ -225,7 +230,7 @@ class CaptureFiles:
         file.close()
 
 
-class SigMFFiles:
+class SigMFFiles(_RotatedFiles):
     """
     One node's I/Q captures as SigMF recordings, rotated by size and age, and whenever the
     sample rate changes (SigMF has one per recording).
@@ -247,17 +252,10 @@ class SigMFFiles:
     ) -> None:
         from ncplib.sigmf_io import SigMFWriter
 
+        super().__init__(directory, label, max_bytes=max_bytes, max_seconds=max_seconds)
         self._writer_class = SigMFWriter
-        self.directory = Path(directory)
-        self.label = label
         self.helo = helo
-        self._rotation = _Rotation(max_bytes, max_seconds)
-        #: The metadata file of every recording started so far, oldest first.
-        self.paths: list[Path] = []
-        #: Bytes of samples written to all the recordings.
-        self.nbytes = 0
         self._writer: SigMFWriter | None = None
-        self._opened = 0.0
         self._skipped: set[str] = set()
 
     def write(self, item: Any) -> None:
