@@ -2,10 +2,11 @@
 The ``ncplib`` command
 ======================
 
-``ncplib`` (or ``python -m ncplib``) has four subcommands:
+``ncplib`` (or ``python -m ncplib``) has these subcommands:
 
 ``ncplib node``
-    Runs a simulated RFeye node (see :mod:`ncplib.node`) until Ctrl-C.
+    Runs a simulated RFeye node (see :mod:`ncplib.node`) until Ctrl-C; with ``--replay FILE``
+    it serves a capture file instead (see :mod:`ncplib.replay`).
 ``ncplib send HOST[:PORT] PACKET FIELD [NAME=VALUE ...]``
     Sends one command and prints the first reply that is not an acknowledgement.
 ``ncplib stream HOST[:PORT] PACKET FIELD [NAME=VALUE ...]``
@@ -13,6 +14,10 @@ The ``ncplib`` command
     ``--count`` replies or ``--duration`` seconds; ``--save`` writes the packets to a file.
 ``ncplib demo``
     Starts a simulated node in-process, streams sweeps from it over TCP and draws a waterfall.
+``ncplib read``, ``ncplib convert``
+    Print a capture file, or convert it to SigMF, NPZ or CSV (``ncplib._cli_capture``).
+``ncplib record``
+    Records one or many nodes to rotated files (``ncplib._cli_record``).
 
 Param values are parsed as follows: an integer (``400``, ``-3``) is sent as i32, a decimal number
 (``1.5``, ``2e6``) as f32, anything else as a string. A prefix picks another type: ``i32:``,
