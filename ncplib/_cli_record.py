@@ -195,10 +195,10 @@ async def _run_record(args: argparse.Namespace) -> int:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
-        if signum is not None:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(signum, stop.set)
+    signals = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
+    for signum in signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stop.set)
     table = _Table(sys.stderr, live=sys.stderr.isatty())
     started = time.monotonic()
     failure: RecordingError | None = None
@@ -222,15 +222,19 @@ async def _run_record(args: argparse.Namespace) -> int:
             finally:
                 for task in (consumer, stopper):
                     task.cancel()
-                for task in (consumer, stopper):
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-                for signum in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
-                    if signum is not None:
-                        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                            loop.remove_signal_handler(signum)
+                ended = await asyncio.gather(consumer, stopper, return_exceptions=True)
+            # A write that failed while the consumer waited to queue (the writer raises it
+            # again on close); anything else is a bug, raised as it is.
+            for outcome in ended:
+                if isinstance(outcome, Exception):
+                    raise outcome
     except RecordingError as ex:
         failure = ex
+    finally:
+        # Only now: Ctrl-C again while the files are being finished changes nothing.
+        for signum in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signum)
     table.show(fleet.nodes, lambda node: queued.get(node.address, 0), since=started)
     for address, sink in sinks.items():
         paths = getattr(sink, "paths", [])
