@@ -143,8 +143,10 @@ def test_a_full_disk_stops_with_one_error_and_leaves_valid_files(tmp_path: Path)
             assert "Traceback" not in result.stderr
             errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
             assert len(errors) == 1, result.stderr
-            recorded = sorted(disk.directory.glob("*.ncp"))
-            assert errors[0].startswith(f"ncplib record: error: cannot write {recorded[-1]}: {disk.reason}")
+            recorded = list(disk.directory.glob("*.ncp"))
+            prefix = "ncplib record: error: cannot write "
+            assert errors[0].startswith(prefix) and errors[0].endswith(f": {disk.reason}")
+            assert Path(errors[0][len(prefix) : -len(disk.reason) - 2]) in recorded
             if rotate:
                 assert len(recorded) >= 2
             total = 0
