@@ -256,7 +256,7 @@ def add_command(commands: Any) -> None:
         help="record the replies of one or many nodes to files",
         description="Send commands to one or many nodes (reconnecting when a node goes away) "
         "and write each node's replies to files of its own in DIR, named "
-        "ADDRESS_YYYYmmddTHHMMSSZ.ncp (or .sigmf-data and .sigmf-meta), until --duration "
+        "ADDRESS_YYYYmmddTHHMMSS.mmmZ.ncp (or .sigmf-data and .sigmf-meta), until --duration "
         "seconds or Ctrl-C. A live table on a terminal, log lines otherwise.",
         epilog="Example: ncplib record 10.0.0.7 10.0.0.8 "
         "--command 'DSPL SWEP FSTA=400 FSTP=500' --output recordings",

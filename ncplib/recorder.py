@@ -75,10 +75,12 @@ def file_label(address: str) -> str:
 
 def _new_base(directory: Path, label: str, suffixes: tuple[str, ...]) -> Path:
     """
-    ``DIR/LABEL_YYYYmmddTHHMMSSZ`` (UTC now; then ``-2``, ``-3``... while a file of that name
+    ``DIR/LABEL_YYYYmmddTHHMMSS.mmmZ`` (UTC now; then ``-2``, ``-3``... while a file of that name
     with any of ``suffixes`` exists).
     """
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    # Milliseconds, so that files rotated within a second still sort in order.
+    now = datetime.now(timezone.utc)
+    stamp = now.strftime("%Y%m%dT%H%M%S") + f".{now.microsecond // 1000:03d}Z"
     base = directory / f"{label}_{stamp}"
     number = 1
     path = base
@@ -141,7 +143,7 @@ class CaptureFiles(_RotatedFiles):
     """
     One node's fields as capture files (``.ncp``), rotated by size and age.
 
-    Files are named ``LABEL_YYYYmmddTHHMMSSZ.ncp`` (UTC, when opened; ``-2``... when that name
+    Files are named ``LABEL_YYYYmmddTHHMMSS.mmmZ.ncp`` (UTC, when opened; ``-2``... when that name
     is taken) in ``directory``; nothing is overwritten. A file is opened at the first item.
 
     :param directory: Where to write.
