@@ -160,8 +160,10 @@ class NCPProtocol(asyncio.BufferedProtocol):
             # Nobody is waiting for a packet: stop reading until the application catches up.
             # (Never while someone waits: the packet they wait for may be the one arriving.)
             self._pause_reading()
-        if nbytes >= needed:
-            # A packet (or at least its header) is complete: worth a look.
+        if nbytes >= needed or self._read_paused:
+            # A packet (or at least its header) is complete: worth a look. Or reading just
+            # paused in the middle of a packet larger than the high-water mark: a consumer
+            # without a waiter (on_data) must look, find no packet and so let reading resume.
             self._wake()
 
     def eof_received(self) -> bool:

@@ -9,11 +9,13 @@ Deadlines only bound how long a test may wait for something to happen; nothing a
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import logging
 import random
 import socket
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +24,7 @@ from hostile_peers import ServerProcess, StreamChecker, checked_fields, open_fds
 from netutil import LOOPS, raw_handshake, raw_server, run, serving
 
 import ncplib
+from ncplib._protocol import DEFAULT_HIGH_WATER
 from ncplib.fleet import Backoff, run_sharded, shard
 from ncplib.fleet._fleet import TURN
 from ncplib.node import start_node
@@ -90,8 +93,9 @@ def test_addresses_are_parsed_and_checked() -> None:
     for bad in ["a:0", "a:x", "a:70000", ":9", "[::1", "[::1]x"]:
         with pytest.raises(ValueError):
             ncplib.Fleet([bad])
-    with pytest.raises(ValueError, match="twice"):
-        ncplib.Fleet(["a", "a:9999"])
+    # Each entry is a node of its own, even the same address twice.
+    twice = ncplib.Fleet(["a", "a:9999"]).nodes
+    assert twice[0] is not twice[1] and (twice[0].host, twice[0].port) == (twice[1].host, twice[1].port)
     with pytest.raises(TypeError):
         ncplib.Fleet([42])  # type: ignore[list-item]
     for delay in [(2.0, 1.0), (-1.0, 1.0), (0.0, float("inf"))]:
@@ -432,6 +436,37 @@ def test_a_lagging_consumer_pauses_reading_and_loses_nothing(loop: str) -> None:
                 await consume(fleet, lambda: checker.next >= 5000, lambda n, f: checker.check(f))
                 assert not checker.problems, checker.problems[:5]
                 assert node.connection is connection
+
+    run(main, loop=loop)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_packets_larger_than_the_high_water_mark_arrive(loop: str) -> None:
+    """Reading pauses in the middle of such a packet; the fleet must let it resume."""
+    size = 3 * DEFAULT_HIGH_WATER // 2
+
+    async def handler(connection: ncplib.Connection) -> None:
+        with contextlib.suppress(ncplib.NCPError):
+            async for field in connection:
+                for seq in range(3):
+                    data = array.array("B", bytes([seq])) * size
+                    field.send(SEQN=seq, DATA=data, CRC=ncplib.u32(zlib.crc32(data)))
+                    await connection.drain()
+
+    async def main() -> None:
+        async with serving(handler) as (_, port):
+            fleet = ncplib.Fleet([f"127.0.0.1:{port}"], timeout=10)
+            fleet.subscribe("DSPL", "HUGE")
+            got: list[int] = []
+
+            def check(node: ncplib.Node, field: ncplib.Field) -> None:
+                assert len(field["DATA"]) == size and zlib.crc32(field["DATA"]) == field["CRC"]
+                got.append(field["SEQN"])
+
+            async with fleet:
+                await consume(fleet, lambda: len(got) == 3, check)
+                assert fleet.nodes[0].last_error is None
+            assert got == [0, 1, 2]
 
     run(main, loop=loop)
 

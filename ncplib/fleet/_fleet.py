@@ -74,7 +74,8 @@ class Fleet:
 
     :param addresses: The nodes: ``"host"``, ``"host:port"``, ``"[IPv6]:port"`` or ``(host,
         port)`` pairs. The port defaults as in :func:`ncplib.connect` (9999; 443 with ``ssl``;
-        80 with ``username``/``password``).
+        80 with ``username``/``password``). Each entry is one :class:`Node` with a connection of
+        its own: an address listed twice is connected twice (as load tests do).
     :param int timeout: Proposed to each node as the connection's timeout in seconds (the node
         may change it, 5 to 60 for an ncplib server); a connection that receives nothing for
         the negotiated timeout is closed and the node reconnects. Also bounds connecting.
@@ -93,7 +94,7 @@ class Fleet:
         ``connection_domain``, ``auto_erro``, ``auto_warn``, ``auto_ackn``, ``ssl``,
         ``username``, ``password`` and ``max_packet_size``; the auto options apply per node
         (a node's :exc:`~ncplib.CommandError` goes to its :attr:`Node.last_error`).
-    :raises ValueError: if an address is invalid or given twice, or ``reconnect_delay``,
+    :raises ValueError: if an address is invalid, or ``reconnect_delay``,
         ``stable_after`` or ``max_connecting`` is out of range.
     :raises TypeError: if an address is neither a string nor a pair.
     """
@@ -126,14 +127,7 @@ class Fleet:
         if max_connecting < 1:
             raise ValueError(f"max_connecting must be >= 1, not {max_connecting!r}")
         port = default_port(ssl=ssl, authenticate=bool(username or password))
-        self._nodes: list[Node] = []
-        seen: set[tuple[str, int]] = set()
-        for address in addresses:
-            text, host, node_port = parse_address(address, port)
-            if (host, node_port) in seen:
-                raise ValueError(f"address {text!r} given twice")
-            seen.add((host, node_port))
-            self._nodes.append(Node(text, host, node_port))
+        self._nodes = [Node(*parse_address(address, port)) for address in addresses]
         self._connect_args: dict[str, Any] = {
             "hostname": hostname,
             "connection_username": connection_username,
