@@ -35,7 +35,9 @@ Reading it back with the ``sigmf`` package::
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -61,6 +63,9 @@ _SAMPLE_BYTES = 4  # ci16: 2 bytes of I, 2 of Q.
 _META_SUFFIX = ".sigmf-meta"
 _DATA_SUFFIX = ".sigmf-data"
 _EXTENSION = {"name": "ncplib", "version": "1.0.0", "optional": True}
+# errno values of a full disk or quota, and room to free beyond the metadata's size (blocks).
+_DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG})
+_ROOM_MARGIN = 8192
 
 
 def sigmf_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -237,7 +242,9 @@ class SigMFWriter:
         Finishes the recording: closes the data file and writes the metadata file.
 
         The metadata file is written to a temporary name and then renamed, so it is either
-        complete or absent. Calling it again does nothing.
+        complete or absent. When the disk is too full for it, the last capture segments are
+        given up (the data file cut back) to make room, so that the recording stays valid.
+        Calling it again does nothing.
 
         :raises OSError: if the data file cannot be closed or the metadata file written.
         """
@@ -245,6 +252,17 @@ class SigMFWriter:
             return
         self._closed = True
         self._file.close()
+        while True:
+            try:
+                self._write_metadata()
+                break
+            except OSError as ex:
+                if ex.errno not in _DISK_FULL or not self._captures:
+                    raise
+                self._make_room(ex)
+        logger.debug("Wrote %s: %d captures, %d samples", self.meta_path, self.captures, self.samples)
+
+    def _write_metadata(self) -> None:
         recording = SigMFFile(metadata=self.metadata(), skip_checksum=True)
         recording.validate()
         partial = self.meta_path.with_name(self.meta_path.name + ".partial")
@@ -257,7 +275,27 @@ class SigMFWriter:
             with contextlib.suppress(OSError):
                 partial.unlink()
             raise
-        logger.debug("Wrote %s: %d captures, %d samples", self.meta_path, self.captures, self.samples)
+
+    def _make_room(self, ex: OSError) -> None:
+        """Gives up the last capture segments, freeing at least the metadata's size on disk."""
+        needed = len(json.dumps(self.metadata(), indent=4)) + _ROOM_MARGIN
+        keep = self.samples
+        while self._captures and (self.samples - keep) * _SAMPLE_BYTES < needed:
+            keep = self._captures.pop()["core:sample_start"]
+        logger.warning(
+            "%s: %s: dropping the last %d samples to make room for %s",
+            self.data_path,
+            ex.strerror,
+            self.samples - keep,
+            self.meta_path.name,
+        )
+        self.samples = keep
+        os.truncate(self.data_path, self.nbytes)
+        # The checksum covers what is left.
+        self._hash = hashlib.sha512()
+        with open(self.data_path, "rb") as data:
+            for chunk in iter(lambda: data.read(1 << 20), b""):
+                self._hash.update(chunk)
 
     def __enter__(self) -> SigMFWriter:
         return self

@@ -10,6 +10,7 @@ the child process, which fails writes past it with ``EFBIG`` as a full disk fail
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import signal
@@ -63,4 +64,7 @@ def small_disk(tmp_path: Path, size: int = 1 << 20) -> Iterator[SmallDisk]:
             yield SmallDisk(directory, _limit_file_size(size), os.strerror(27))  # EFBIG
     finally:
         if mounted:
-            subprocess.run(["umount", str(directory)], check=False)
+            # Lazily: a test may still map a file of it (sigmf memory-maps recordings); the
+            # mount goes away once nothing uses it.
+            gc.collect()
+            subprocess.run(["umount", "-l", str(directory)], check=True, capture_output=True)

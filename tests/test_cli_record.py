@@ -126,7 +126,13 @@ def test_record_sigmf_directly_and_finish_on_ctrl_c(nodes: list[str], tmp_path: 
     assert recording.get_global_info()["core:sample_rate"] == 62.5e6 / 8
 
 
-def test_a_full_disk_stops_with_one_error_and_leaves_valid_files(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("fmt", "command"),
+    [("ncp", "DSPL SWEP FSTA=400 FSTP=500 RESB=10000"), ("sigmf", "DSPL TIME SAMP=10000")],
+)
+def test_a_full_disk_stops_with_one_error_and_leaves_valid_files(
+    tmp_path: Path, fmt: str, command: str
+) -> None:
     node, port = start_node_process("--rate", "200")
     try:
         with small_disk(tmp_path) as disk:
@@ -134,16 +140,15 @@ def test_a_full_disk_stops_with_one_error_and_leaves_valid_files(tmp_path: Path)
             # the file that reaches it must be the one failing).
             rotate = [] if disk.preexec_fn else ["--rotate-mb", "0.3"]
             result = subprocess.run(
-                [sys.executable, "-m", "ncplib", "record", f"127.0.0.1:{port}", "--command",
-                 "DSPL SWEP FSTA=400 FSTP=500 RESB=10000", "--output", str(disk.directory),
-                 "--duration", "60", *rotate],
+                [sys.executable, "-m", "ncplib", "record", f"127.0.0.1:{port}", "--command", command,
+                 "--format", fmt, "--output", str(disk.directory), "--duration", "60", *rotate],
                 capture_output=True, text=True, timeout=90, env=ENV, preexec_fn=disk.preexec_fn,
             )  # fmt: skip
             assert result.returncode == cli.EXIT_USAGE, result.stderr
             assert "Traceback" not in result.stderr
             errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
             assert len(errors) == 1, result.stderr
-            recorded = list(disk.directory.glob("*.ncp"))
+            recorded = list(disk.directory.glob("*.ncp" if fmt == "ncp" else "*.sigmf-data"))
             prefix = "ncplib record: error: cannot write "
             assert errors[0].startswith(prefix) and errors[0].endswith(f": {disk.reason}")
             assert Path(errors[0][len(prefix) : -len(disk.reason) - 2]) in recorded
@@ -151,10 +156,15 @@ def test_a_full_disk_stops_with_one_error_and_leaves_valid_files(tmp_path: Path)
                 assert len(recorded) >= 2
             total = 0
             for path in recorded:
-                fields = list(read_fields(path))  # Strict reading: every file whole.
-                assert os.path.getsize(path) > 0 and fields
-                total += len(fields)
-            assert total >= 50
+                assert os.path.getsize(path) > 0
+                if fmt == "ncp":
+                    total += len(list(read_fields(path)))  # Strict reading: every file whole.
+                else:
+                    # Complete, with metadata and a checksum that matches its data.
+                    recording = sigmf.sigmffile.fromfile(str(path.with_suffix(".sigmf-meta")))
+                    assert recording.read_samples().shape == (10000 * len(recording.get_captures()),)
+                    total += len(recording.get_captures())
+            assert total >= (50 if fmt == "ncp" else 10)
     finally:
         interrupt(node)
         node.communicate(timeout=10)

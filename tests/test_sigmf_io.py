@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import csv
+import errno
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -133,3 +134,24 @@ def test_sweeps_on_different_axes_are_refused(tmp_path: Path) -> None:
         convert.sweeps_to_csv(fields, out)
     with pytest.raises(convert.NoData):
         convert.sweeps_to_npz(lambda: iter([time_field(0)]), tmp_path / "t.npz")
+
+
+def test_a_full_disk_gives_up_the_last_captures_to_keep_the_recording_valid(tmp_path: Path) -> None:
+    from capture_util import small_disk
+
+    with small_disk(tmp_path, size=300 * 1024) as disk:
+        if disk.preexec_fn is not None:
+            pytest.skip("no tmpfs to fill (mounting one needs root on Linux)")
+        writer = SigMFWriter(disk.directory / "iq", 62.5e6 / 8, helo=HELO)
+        with pytest.raises(OSError) as caught:
+            for k in range(100):  # 100 * 40 kB: more than the disk holds.
+                writer.add(time_field(k, samples=10000))
+        assert caught.value.errno == errno.ENOSPC
+        added = writer.captures
+        writer.close()  # Room for the metadata, if need be, from the last captures.
+        recording = sigmf.sigmffile.fromfile(str(disk.directory / "iq"))  # Checksum included.
+        kept = len(recording.get_captures())
+        assert 0 < kept <= added < 100
+        assert recording.read_samples().shape == (10000 * kept,)
+        expected = np.concatenate([units.iq_samples(time_field(k, samples=10000)) for k in range(kept)])
+        np.testing.assert_array_equal(recording.read_samples().astype(np.complex64), expected)
