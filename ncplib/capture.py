@@ -180,7 +180,10 @@ class CaptureReader:
         self.max_packet_size = max_packet_size
         #: The damaged stretches skipped so far (with ``skip_damaged``).
         self.damaged: list[Damage] = []
-        self._offset = self._file.tell()
+        try:
+            self._offset = self._file.tell()
+        except (OSError, AttributeError):  # A pipe: offsets count from here.
+            self._offset = 0
 
     @property
     def offset(self) -> int:
@@ -254,18 +257,20 @@ class CaptureReader:
         self._file.seek(offset)
         self._offset = offset
 
+    def _read_into(self, view: memoryview) -> int:
+        """Fills ``view`` from the file as far as it goes; returns how many bytes were read."""
+        filled = 0
+        with view:
+            while filled < len(view):
+                n = self._file.readinto(view[filled:])  # type: ignore[attr-defined]
+                if not n:
+                    break
+                filled += n
+        return filled
+
     def _read_exactly(self, size: int) -> bytearray:
         buf = bytearray(size)
-        view = memoryview(buf)
-        filled = 0
-        while filled < size:
-            n = self._file.readinto(view[filled:])  # type: ignore[attr-defined]
-            if not n:
-                break
-            filled += n
-        del view
-        if filled < size:
-            del buf[filled:]
+        del buf[self._read_into(memoryview(buf)) :]
         return buf
 
     def _read_one(self, start: int) -> CapturedPacket | None:
@@ -280,9 +285,12 @@ class CaptureReader:
         if problem is not None:
             raise _Damaged(problem)
         size = int(_HEADER_PREFIX.unpack_from(header)[2]) * 4
-        buf = header + self._read_exactly(size - w.PACKET_HEADER_SIZE)
-        if len(buf) < size:
-            raise _Damaged(f"the file ends after {len(buf)} of the packet's {size} bytes")
+        # The packet's own buffer, read into in place (numpy arrays view it).
+        buf = bytearray(size)
+        buf[: w.PACKET_HEADER_SIZE] = header
+        filled = w.PACKET_HEADER_SIZE + self._read_into(memoryview(buf)[w.PACKET_HEADER_SIZE :])
+        if filled < size:
+            raise _Damaged(f"the file ends after {filled} of the packet's {size} bytes")
         self._offset = start + size
         try:
             packet_type, packet_id, timestamp, info, fields = decode_packet(buf, self.use_numpy)
