@@ -76,7 +76,7 @@ class _Table:
         self.live = live
         self._lines = 0
         self._last: dict[str, tuple[int, float]] = {}
-        self._state: dict[str, tuple[bool, str]] = {}
+        self._state: dict[str, tuple[bool, int, str]] = {}
 
     def _rate(self, node: Any, since: float | None) -> float:
         now = time.monotonic()
@@ -122,17 +122,27 @@ class _Table:
         self.stream.flush()
 
     def changes(self, nodes: list[Any]) -> None:
-        """Plain log lines when a node connects, disconnects or fails (not on a terminal)."""
+        """
+        Plain log lines when a node connects, disconnects, fails or has reconnected since the
+        last look (not on a terminal).
+        """
         if self.live:
             return
         for node in nodes:
-            state = (node.connected, self._error(node))
-            if self._state.get(node.address, (False, "")) != state:
-                self._state[node.address] = state
-                what = "connected" if node.connected else "not connected"
-                error = f" ({state[1]})" if state[1] and not node.connected else ""
-                self.stream.write(f"ncplib record: {node.address}: {what}{error}\n")
-                self.stream.flush()
+            error = self._error(node)
+            state = (node.connected, node.reconnects, error)
+            if self._state.get(node.address, (False, 0, "")) == state:
+                continue
+            self._state[node.address] = state
+            if not node.connected:
+                what = f"not connected ({error})" if error else "not connected"
+            elif node.reconnects:
+                after = f", after: {error}" if error else ""
+                what = f"reconnected ({node.reconnects} reconnects{after})"
+            else:
+                what = "connected"
+            self.stream.write(f"ncplib record: {node.address}: {what}\n")
+            self.stream.flush()
 
 
 async def _run_record(args: argparse.Namespace) -> int:

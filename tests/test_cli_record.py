@@ -234,3 +234,47 @@ def test_a_live_table_on_a_terminal(nodes: list[str], tmp_path: Path) -> None:
     assert "\x1b[" in text  # Redrawn in place.
     assert f"{nodes[0]}" in text and "yes" in text
     assert "ncplib record:" not in text  # No log lines on a terminal.
+
+
+def total_size(directory: Path) -> int:
+    return sum(path.stat().st_size for path in directory.glob("*.ncp"))
+
+
+def wait_for_growth(directory: Path, above: int) -> None:
+    for _ in range(300):  # At most 30 s.
+        if total_size(directory) > above:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"the recording did not grow past {above} bytes")
+
+
+@posix_signals
+def test_a_node_that_restarts_is_recorded_again(tmp_path: Path) -> None:
+    port = closed_port()
+    node, _ = start_node_process("--port", str(port), "--rate", "40")
+    recorder = subprocess.Popen(
+        [sys.executable, "-m", "ncplib", "record", f"127.0.0.1:{port}", "--command", "DSPL SWEP",
+         "--output", str(tmp_path), "--reconnect-max", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+    )  # fmt: skip
+    try:
+        wait_for_growth(tmp_path, 0)
+        node.kill()  # No goodbye: the connection just ends.
+        node.communicate(timeout=10)
+        before = total_size(tmp_path)
+        node, _ = start_node_process("--port", str(port), "--rate", "40")
+        wait_for_growth(tmp_path, before + 20_000)
+        interrupt(recorder)
+        _, stderr = recorder.communicate(timeout=20)
+    finally:
+        for process in (recorder, node):
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert recorder.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert f"ncplib record: 127.0.0.1:{port}: reconnected (" in stderr
+    final = [line for line in stderr.splitlines() if " reconnects" in line][-1]
+    assert int(final.split(" reconnects")[0].rsplit(" ", 1)[1]) >= 1
+    fields = [field for path in sorted(tmp_path.glob("*.ncp")) for field in read_fields(path)]
+    assert all(field.name == "SWEP" and "PDAT" in field for field in fields)
