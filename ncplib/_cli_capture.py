@@ -65,7 +65,7 @@ async def _run_read(args: argparse.Namespace) -> int:
         for field in _fields(args.file, args.skip_damaged):
             count += 1
             if args.json:
-                print(json.dumps(field_to_json(field)))
+                print(json.dumps({**field_to_json(field), "offset": field.offset}))
             else:
                 if count > 1:
                     print()

@@ -60,6 +60,7 @@ def test_read_json_holds_every_value(captures: dict[str, Path]) -> None:
     assert len(printed) == len(fields) == 6
     for shown, field in zip(printed, fields, strict=True):
         assert shown["timestamp"] == field.packet_timestamp.isoformat()
+        assert shown["offset"] == field.offset
         assert shown["params"]["DIQT"]["value"] == list(field["DIQT"])
         assert shown["params"]["SAMP"]["value"] == 3000
 
