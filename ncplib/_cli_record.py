@@ -277,7 +277,7 @@ def add_command(commands: Any) -> None:
         dest="commands",
         required=True,
         action="append",
-        metavar="'PACKET FIELD [NAME=VALUE ...]'",
+        metavar="COMMAND",
         help="a command sent to every node after each (re)connection, e.g. 'DSPL TIME SAMP=4096'; repeatable",
     )
     record.add_argument(
@@ -297,7 +297,11 @@ def add_command(commands: Any) -> None:
     )
     record.add_argument("--duration", type=_positive, metavar="SECONDS", help="stop after this many seconds")
     record.add_argument(
-        "--timeout", type=int, default=60, help="network timeout in seconds, 5 to 60 (default: %(default)s)"
+        "--timeout",
+        type=int,
+        default=60,
+        metavar="SECONDS",
+        help="network timeout in seconds, 5 to 60 (default: %(default)s)",
     )
     record.add_argument(
         "--reconnect-max",

@@ -48,8 +48,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The default bound of :class:`BackgroundWriter`'s queue, bytes.
-DEFAULT_MAX_PENDING = 32 * 1024 * 1024
+#: The default bound of :class:`BackgroundWriter`'s queue, bytes (32 MB).
+DEFAULT_MAX_PENDING = 32_000_000
 
 
 class RecordingError(OSError):
