@@ -755,8 +755,9 @@ cdef object _decode(const unsigned char* p, Py_ssize_t size, object source, bint
     if size < MIN_PACKET_SIZE:
         raise _DecodeError(f"Packet of {size} bytes is shorter than a header and footer")
     if not (p[0] == 0xDD and p[1] == 0xCC and p[2] == 0xBB and p[3] == 0xAA):
-        magic = PyBytes_FromStringAndSize(<const char*>p, 4)
-        raise _DecodeError(f"Invalid packet header magic {magic.hex()}")
+        raise _DecodeError(w.bad_magic_message(
+            PyBytes_FromStringAndSize(<const char*>p, min(size, <Py_ssize_t>(w.NOT_NCP_HEAD_SIZE + 1)))
+        ))
     size_words = _le32(p + 8)
     if <uint64_t>size_words * 4 != <uint64_t>size:
         raise _DecodeError(

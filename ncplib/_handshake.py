@@ -4,7 +4,9 @@ The NCP ``LINK`` handshake and timeout negotiation, for both sides.
 server → ``HELO``; client → ``CCRE`` (CIW, CUSR, CDOM, LINK = the client's timeout);
 server → ``SCAR`` (LINK = the negotiated timeout); client → ``CARE`` (CAR); server → ``SCON``.
 The negotiated timeout is the client's clamped to :data:`MIN_TIMEOUT`..:data:`MAX_TIMEOUT`, or 0
-for a legacy client that proposed none. Both sides then send keep-alives and time out by it.
+for a legacy client, one that proposed none or proposed 0 (as 6.1.0 does). Both sides then send
+keep-alives and time out by it; with 0 each side keeps its own receive timeout and sends a
+keep-alive at once, then every 3 seconds.
 """
 
 from __future__ import annotations
@@ -37,14 +39,17 @@ def negotiate_timeout(proposed: Any) -> int:
     The timeout a server grants for the LINK value a client proposed.
 
     :param proposed: The client's CCRE ``LINK`` param, or :data:`None` if it sent none.
-    :returns: 0 if the client proposed none (or something that is not a non-negative number),
-        else the proposal clamped to ``MIN_TIMEOUT..MAX_TIMEOUT``.
+    :returns: 0 (legacy) if the client proposed none or 0 (or something that is not a
+        non-negative number, with a :exc:`~ncplib.DecodeWarning`), else the proposal clamped to
+        ``MIN_TIMEOUT..MAX_TIMEOUT``.
     """
     if proposed is None:
         return 0
     timeout = _as_timeout(proposed)
     if timeout is None:
         warnings.warn(DecodeWarning(f"Invalid connection timeout {proposed!r}"), stacklevel=2)
+        return 0
+    if timeout == 0:
         return 0
     return min(max(timeout, MIN_TIMEOUT), MAX_TIMEOUT)
 
@@ -94,7 +99,8 @@ async def _client_steps(
             warnings.warn(DecodeWarning(f"Invalid connection timeout {raw!r} from server"), stacklevel=2)
         else:
             negotiated = checked
-            if negotiated != timeout:
+            # 0 is a legacy server's answer, not a change: accepted silently, as 6.1.0 does.
+            if negotiated not in (0, timeout):
                 warnings.warn(NCPWarning(f"Server changed connection timeout to {negotiated}"), stacklevel=2)
     connection.send("LINK", "CARE", CAR=hostname)
     await connection.recv_field("LINK", "SCON")

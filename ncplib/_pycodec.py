@@ -356,7 +356,7 @@ def decode_packet(buf: Any, use_numpy: bool = False) -> tuple[str, int, datetime
         view, 0
     )
     if magic != w.PACKET_HEADER_MAGIC:
-        raise DecodeError(f"Invalid packet header magic {bytes(magic).hex()}")
+        raise DecodeError(w.bad_magic_message(bytes(view[: w.NOT_NCP_HEAD_SIZE + 1])))
     if size_words * 4 != size:
         raise DecodeError(f"Packet header gives {size_words * 4} bytes, but the packet is {size} bytes")
     footer = bytes(view[size - 4 : size])

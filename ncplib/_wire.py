@@ -105,3 +105,30 @@ def is_numpy_array(value: object) -> bool:
     """
     numpy = sys.modules.get("numpy")
     return numpy is not None and isinstance(value, numpy.ndarray)
+
+
+#: How many bytes of a stream that is not NCP a :exc:`~ncplib.DecodeError` message shows.
+NOT_NCP_HEAD_SIZE: Final = 32
+# Bytes shown as text: printable ASCII and the usual whitespace of text protocols.
+_TEXT_BYTES: Final = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
+
+
+def bad_magic_message(head: bytes, sender: str = "the packet starts with") -> str:
+    """
+    The message of the :exc:`~ncplib.DecodeError` for data that does not start with the packet
+    header magic: what arrived instead, as text when it is text (an HTTP answer, a banner), else
+    in hexadecimal, so that the user sees what they are talking to.
+
+    :param bytes head: The first bytes received, from where the header should start (only the
+        first :data:`NOT_NCP_HEAD_SIZE` are shown).
+    :param str sender: Who sent them, the words before the bytes shown.
+    :returns: One line, such as ``Invalid packet header magic 48545450: the peer sent
+        'HTTP/1.1 200 OK\\r\\n...', not NCP``.
+    """
+    shown = bytes(head[:NOT_NCP_HEAD_SIZE])
+    more = "..." if len(head) > NOT_NCP_HEAD_SIZE else ""
+    if shown and all(byte in _TEXT_BYTES for byte in shown):
+        text = repr(shown.decode("ascii") + more)
+    else:
+        text = shown.hex() + more
+    return f"Invalid packet header magic {shown[:4].hex()}: {sender} {text}, not NCP"

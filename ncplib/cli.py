@@ -36,6 +36,7 @@ import argparse
 import array
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -51,6 +52,7 @@ from datetime import datetime, timezone
 from typing import IO, Any
 
 import ncplib
+from ncplib._handshake import MAX_TIMEOUT, MIN_TIMEOUT
 from ncplib.capture import field_packet
 from ncplib.errors import AuthenticationError, CommandError, DecodeError, NCPError
 from ncplib.values import f64, i64, u32, u64
@@ -79,6 +81,7 @@ EXIT_NETWORK = 3
 EXIT_INTERRUPTED = 130
 
 DEFAULT_PORT = 9999
+_STREAM_HINT = "only DSPL commands stream, e.g. ncplib stream HOST DSPL SWEP"
 _IDENTIFIER = re.compile(r"[A-Z0-9 ]{1,4}\Z")
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z")
 _INT_RANGES = {
@@ -216,16 +219,22 @@ def parse_param(text: str) -> tuple[str, Any]:
     if not sep:
         raise UsageError(f"invalid param {text!r}: use NAME=VALUE")
     if not _IDENTIFIER.match(name):
-        hint = f" (did you mean {name.upper()}?)" if _IDENTIFIER.match(name.upper()) else ""
-        raise UsageError(f"invalid param name {name!r}: use 1 to 4 uppercase letters or digits{hint}")
+        raise UsageError(
+            f"invalid param name {name!r}: use 1 to 4 uppercase letters or digits{_did_you_mean(name)}"
+        )
     return name, parse_value(value)
+
+
+def _did_you_mean(name: str) -> str:
+    """The hint for a name that would be a valid identifier in upper case."""
+    return f" (did you mean {name.upper()}?)" if _IDENTIFIER.match(name.upper()) else ""
 
 
 def _identifier(what: str) -> Callable[[str], str]:
     def check(text: str) -> str:
         if not _IDENTIFIER.match(text):
             raise argparse.ArgumentTypeError(
-                f"invalid {what} {text!r}: use 1 to 4 uppercase letters or digits"
+                f"invalid {what} {text!r}: use 1 to 4 uppercase letters or digits{_did_you_mean(text)}"
             )
         return text
 
@@ -266,6 +275,11 @@ def _port(text: str) -> int:
 
 
 # Showing fields.
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 field"``, ``"2 fields"``: a count and its noun, in the plural when it is not 1."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def type_name(value: Any) -> str:
@@ -329,19 +343,37 @@ def _timestamp(field: Any) -> str:
     return "?"
 
 
+def _counted(field: Any, name: str) -> tuple[Any, int]:
+    """
+    A param's value without the padding of a counted data param (``PDAT`` has ``NBIN`` bins),
+    and how many padding values were left out.
+    """
+    from ncplib.node import data_values
+
+    value = field[name]
+    counted = data_values(field, name) if _is_array(value) else value
+    return counted, (len(value) - len(counted) if counted is not value else 0)
+
+
 def format_field(field: Any) -> str:
-    """A readable multi-line description of a received field; arrays are summarised."""
+    """
+    A readable multi-line description of a received field; arrays are summarised, counted data
+    (``PDAT`` of ``NBIN`` bins, ``DIQT`` of ``SAMP`` samples) without its padding.
+    """
     head = f"{field.packet_type} {field.name}  field id {field.id}, packet id {field.packet_id}"
     lines = [f"{head}, {_timestamp(field)}"]
-    for name, value in field.items():
-        lines.append(f"  {name:<4}  {type_name(value):<9}  {_summary(value)}")
+    for name in field:
+        value, padding = _counted(field, name)
+        note = f" (+{padding} padding)" if padding else ""
+        lines.append(f"  {name:<4}  {type_name(value):<9}  {_summary(value)}{note}")
     return "\n".join(lines)
 
 
 def format_field_line(field: Any, index: int) -> str:
-    """A one-line description of a received field, for streams."""
+    """A one-line description of a received field, for streams; counted data without its padding."""
     parts = []
-    for name, value in field.items():
+    for name in field:
+        value, _ = _counted(field, name)
         if _is_array(value):
             low_high = f" {_number(min(value))}..{_number(max(value))}" if len(value) else ""
             parts.append(f"{name} {type_name(value)}[{len(value)}]{low_high}")
@@ -368,17 +400,23 @@ def field_to_json(field: Any) -> dict[str, Any]:
 
     ``params`` maps each param name to ``{"type": ..., "value": ...}``; arrays are lists, raw
     bytes a hex string, non-finite floats the strings ``"nan"``, ``"inf"`` and ``"-inf"``.
+    Counted data (``PDAT`` of ``NBIN`` bins, ``DIQT`` of ``SAMP`` samples) is cut to its count,
+    with ``"padding"``: the number of values left out, when there were any.
     """
     stamp = getattr(field, "packet_timestamp", None)
+    params: dict[str, Any] = {}
+    for name in field:
+        value, padding = _counted(field, name)
+        params[name] = {"type": type_name(value), "value": _json_value(value)}
+        if padding:
+            params[name]["padding"] = padding
     return {
         "packet_type": field.packet_type,
         "packet_id": int(field.packet_id),
         "timestamp": stamp.isoformat() if isinstance(stamp, datetime) else None,
         "field": field.name,
         "field_id": int(field.id),
-        "params": {
-            name: {"type": type_name(value), "value": _json_value(value)} for name, value in field.items()
-        },
+        "params": params,
     }
 
 
@@ -402,7 +440,10 @@ def encode_field(field: Any) -> bytes:
 
 
 async def _connect(host: str, port: int, timeout: float, **kwargs: Any) -> Any:
-    link_timeout = max(1, min(60, math.ceil(timeout)))
+    # --timeout bounds connecting and every wait here; the connection's own (keep-alive) timeout
+    # proposed to the node stays within what nodes grant, so that none answers with a changed
+    # timeout (and a warning) for a short --timeout.
+    link_timeout = max(MIN_TIMEOUT, min(MAX_TIMEOUT, math.ceil(timeout)))
     try:
         return await asyncio.wait_for(ncplib.connect(host, port, timeout=link_timeout, **kwargs), timeout)
     except (asyncio.TimeoutError, TimeoutError):
@@ -491,7 +532,7 @@ class _Status:
     def text(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         return (
-            f"{self.fields} fields, {self.fields / elapsed:.1f} fields/s, "
+            f"{plural(self.fields, 'field')}, {self.fields / elapsed:.1f} fields/s, "
             f"{self.nbytes / 1e6:.2f} MB, {self.nbytes / 1e6 / elapsed:.2f} MB/s, {elapsed:.1f} s"
         )
 
@@ -516,9 +557,17 @@ async def _run_stream(args: argparse.Namespace) -> int:
     save = None
     if args.save:
         try:
-            save = open(args.save, "wb")  # noqa: ASYNC230, SIM115 - closed in the finally clause below
+            # "x": an existing file (an earlier capture, say) is not overwritten unless asked to.
+            save = open(args.save, "wb" if args.force else "xb")  # noqa: ASYNC230, SIM115 - closed below
+        except FileExistsError:
+            raise UsageError(f"{args.save} exists: use --force to overwrite it") from None
         except OSError as ex:
             raise UsageError(f"cannot write {args.save}: {ex.strerror}") from None
+    from ncplib.node import ONCE_PACKET_TYPES, STREAM_PACKET_TYPE
+
+    # A one-shot command is answered once: stop after its reply instead of waiting for more.
+    once = args.packet in ONCE_PACKET_TYPES
+    count = 1 if once and args.count is None else args.count
     status = _Status(sys.stderr, live=not args.quiet_status and sys.stderr.isatty())
     completed = False
     try:
@@ -529,7 +578,7 @@ async def _run_stream(args: argparse.Namespace) -> int:
             except (ValueError, TypeError) as ex:
                 raise UsageError(str(ex)) from None
             deadline = None if args.duration is None else status.started + args.duration
-            while args.count is None or status.fields < args.count:
+            while count is None or status.fields < count:
                 wait = args.timeout
                 if deadline is not None:
                     wait = min(wait, deadline - time.monotonic())
@@ -540,7 +589,8 @@ async def _run_stream(args: argparse.Namespace) -> int:
                 except (asyncio.TimeoutError, TimeoutError):
                     if deadline is not None and time.monotonic() >= deadline - 0.001:
                         break
-                    raise _Failure(f"no reply within {args.timeout:g} s", EXIT_NETWORK) from None
+                    hint = "" if args.packet == STREAM_PACKET_TYPE else f" ({_STREAM_HINT})"
+                    raise _Failure(f"no reply within {args.timeout:g} s{hint}", EXIT_NETWORK) from None
                 status.update(field)
                 if save is not None:
                     save.write(encode_field(field))
@@ -559,6 +609,8 @@ async def _run_stream(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         if status.fields or completed:
             status.finish()
+    if once and args.count is None and status.fields:
+        print(f"ncplib stream: {args.packet} is answered once: {_STREAM_HINT}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -609,11 +661,50 @@ def _plot_waterfall(
         plt.close(fig)
 
 
+#: The sweep the demo streams: FSTA and FSTP (MHz), RESB (Hz) and RLEV (dBm).
+DEMO_SWEEP = (400, 500, 50000, -20)
+
+
+def _demo_output(path: str) -> str:
+    """
+    Checks the demo's ``--output`` before streaming: the file that will be written (``.png`` is
+    added when there is no extension, as matplotlib does), in a format matplotlib writes, in a
+    directory that exists.
+
+    :raises UsageError: if the path is a directory, its directory does not exist or cannot be
+        written to, or its extension is not an image format matplotlib writes.
+    :returns: The file that will be written, or the path unchanged without matplotlib (nothing
+        is written then).
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+    except ImportError:
+        return path
+    if os.path.isdir(path):
+        raise UsageError(f"--output {path}: is a directory, give a file name such as {path}/waterfall.png")
+    extension = os.path.splitext(path)[1]
+    if not extension:
+        path += ".png"
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    if extension and extension[1:].lower() not in formats:
+        raise UsageError(
+            f"--output {path}: cannot write {extension} files; use one of "
+            + ", ".join("." + name for name in sorted(formats))
+        )
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise UsageError(f"cannot write {path}: no directory {directory}")
+    if not os.access(directory, os.W_OK):
+        raise UsageError(f"cannot write {path}: {os.strerror(errno.EACCES)}")
+    return path
+
+
 async def _run_demo(args: argparse.Namespace) -> int:
     from ncplib._signal import numpy_available
-    from ncplib.node import start_node
+    from ncplib.node import data_values, start_node
 
-    fsta, fstp, resb, rlev = 400, 500, 50000, -20
+    fsta, fstp, resb, rlev = DEMO_SWEEP
+    output = None if args.ascii else _demo_output(args.output)
     server = await start_node("127.0.0.1", 0, rate=args.rate)
     try:
         port = server.sockets[0].getsockname()[1]
@@ -635,7 +726,8 @@ async def _run_demo(args: argparse.Namespace) -> int:
                     if time.monotonic() < deadline:
                         raise _Failure("the simulated node stopped sending", EXIT_NETWORK) from None
                     break
-                pdat = field["PDAT"]
+                # NBIN bins: the rest of PDAT is padding, not signal at RLEV.
+                pdat = data_values(field, "PDAT")
                 rows.append(pdat.copy() if use_numpy else list(pdat))
                 times.append(time.monotonic() - started)
                 nbytes += field_wire_size(field)
@@ -647,24 +739,26 @@ async def _run_demo(args: argparse.Namespace) -> int:
         await server.wait_closed()
     if not rows:
         raise _Failure("no sweeps received", EXIT_NETWORK)
-    bins = len(rows[-1])
     print(
-        f"Received {len(rows)} sweeps of {bins} bins in {elapsed:.1f} s: "
+        f"Received {plural(len(rows), 'sweep')} of {plural(len(rows[-1]), 'bin')} in {elapsed:.1f} s: "
         f"{len(rows) / elapsed:.1f} sweeps/s, {nbytes / 1e6 / elapsed:.3f} MB/s "
         f"({nbytes / 1e6:.2f} MB, {'numpy' if use_numpy else 'array'} mode)"
     )
     levels = [rlev - value / 2 for value in rows[-1]]
     print(f"Last sweep: {min(levels):.1f} to {max(levels):.1f} dBm")
     plotted = False
-    if not args.ascii:
+    if output is not None:
         try:
             import matplotlib  # noqa: F401
             import numpy  # noqa: F401
         except ImportError:
             pass
         else:
-            _plot_waterfall(rows, times, fsta, fstp, rlev, args.output)
-            print(f"Waterfall written to {args.output}")
+            try:
+                _plot_waterfall(rows, times, fsta, fstp, rlev, output)
+            except OSError as ex:
+                raise UsageError(f"cannot write {output}: {ex.strerror or ex}") from None
+            print(f"Waterfall written to {output}")
             plotted = True
     if not plotted:
         print(f"Spectrum of the last sweep, {fsta} to {fstp} MHz (max-hold per column):")
@@ -722,7 +816,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ncplib {ncplib.__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.required = True
 
     values_help = (
         "Param values: 400 is an i32, 1.5 an f32, other text a string; a prefix picks a type: "
@@ -746,7 +839,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="DSPL replies per second (default: %(default)s; 0 = unlimited)",
     )
     node.add_argument(
-        "--timeout", type=int, default=60, help="network timeout in seconds (default: %(default)s)"
+        "--timeout", type=_count, default=60, help="network timeout in seconds (default: %(default)s)"
     )
     from ncplib import _cli_capture
 
@@ -786,6 +879,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--count", type=_count, help="stop after this many replies")
             sub.add_argument("--duration", type=_positive, help="stop after this many seconds")
             sub.add_argument("--save", metavar="FILE", help="write the received packets to FILE (NCP format)")
+            sub.add_argument("--force", action="store_true", help="let --save overwrite an existing FILE")
             sub.add_argument("-q", "--quiet", action="store_true", help="do not print the replies")
             sub.add_argument(
                 "--no-status", dest="quiet_status", action="store_true", help="no live status line"
@@ -819,6 +913,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_verbose_after_command(parser: argparse.ArgumentParser) -> None:
+    """Accepts ``-v`` after the subcommand too (``ncplib send HOST NODE STAT -v``), on every one."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.add_argument(
+                    "-v",
+                    "--verbose",
+                    dest="verbose_after",
+                    action="count",
+                    default=0,
+                    help="log more (-vv for debug)",
+                )
+
+
 def _show_warning(
     message: Warning | str,
     category: type[Warning],
@@ -839,12 +948,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     :returns: The exit status (see the module documentation).
     """
     parser = build_parser()
+    _add_verbose_after_command(parser)
     try:
         args = parser.parse_args(argv)
     except SystemExit as ex:
         return int(ex.code) if isinstance(ex.code, int) else EXIT_USAGE
+    if args.command is None:
+        # A bare "ncplib": what it can do, and a usage status for scripts.
+        parser.print_help()
+        return EXIT_USAGE
+    verbose = args.verbose + getattr(args, "verbose_after", 0)
     logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
+        level=logging.WARNING - 10 * min(verbose, 2),
         format="ncplib: %(levelname)s: %(name)s: %(message)s",
         stream=sys.stderr,
     )

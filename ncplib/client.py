@@ -32,6 +32,9 @@ __all__ = ["connect", "default_port"]
 
 logger = logging.getLogger(__name__)
 
+# The CCRE CIW sent when the system has no hostname (the same as 6.1.0's).
+_FALLBACK_HOSTNAME = "python3-ncplib"
+
 
 def default_port(*, ssl: object, authenticate: bool) -> int:
     """
@@ -62,7 +65,7 @@ async def connect(
     remote_hostname: str | None = None,
     hostname: str | None = None,
     connection_username: str | None = None,
-    connection_domain: str = "",
+    connection_domain: str | None = "",
     timeout: int = 60,
     auto_erro: bool = True,
     auto_warn: bool = True,
@@ -81,11 +84,13 @@ async def connect(
         with ``username`` or ``password``.
     :param str remote_hostname: The identifying hostname for the remote end of the connection.
         If omitted, this will be the host:port of the NCP server.
-    :param str hostname: The identifying hostname in the client connection. Defaults to the
-        system hostname.
-    :param str connection_username: The identifying username in the client connection. Defaults
-        to the login name of the system user.
-    :param str connection_domain: The identifying domain in the client connection.
+    :param str hostname: The identifying hostname in the client connection (CCRE ``CIW``).
+        Defaults to the system hostname; an empty string also means the default, as in 6.1.0.
+    :param str connection_username: The identifying username in the client connection (CCRE
+        ``CUSR``). Defaults to the login name of the system user; an empty string also means
+        the default, as in 6.1.0.
+    :param str connection_domain: The identifying domain in the client connection (CCRE
+        ``CDOM``); :data:`None` sends an empty one, as the default does.
     :param int timeout: The network timeout (in seconds). Applies to: connecting, receiving a
         packet, closing connection. It is proposed to the server, which may change it.
     :param bool auto_erro: Automatically raise a :exc:`~ncplib.CommandError` on receiving an
@@ -122,10 +127,10 @@ async def connect(
         ssl_context = ssl
     if remote_hostname is None:
         remote_hostname = f"{host}:{port}"
-    if hostname is None:
-        hostname = socket.gethostname()
-    if connection_username is None:
-        connection_username = _login_name()
+    # Empty identities mean the defaults, as in 6.1.0.
+    hostname = hostname or socket.gethostname() or _FALLBACK_HOSTNAME
+    connection_username = connection_username or _login_name()
+    connection_domain = connection_domain or ""
     loop = asyncio.get_running_loop()
 
     def protocol_factory() -> NCPProtocol:

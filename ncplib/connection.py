@@ -59,7 +59,8 @@ def keepalive_interval(timeout: int) -> int:
     The keep-alive interval, in whole seconds, for a negotiated timeout.
 
     :param int timeout: The negotiated timeout in seconds; 0 for a legacy peer.
-    :returns: ``0.66 * timeout`` rounded down (at least 1), or 3 for a legacy peer.
+    :returns: ``0.66 * timeout`` rounded down (at least 1), or 3 for a legacy peer (which also
+        gets one keep-alive at once, when the handshake completes).
     """
     if timeout <= 0:
         return _LEGACY_KEEPALIVE
@@ -480,7 +481,13 @@ class Connection(_AsyncFields):
         self._keepalive_postpone = negotiated_timeout > 0
         if self._keepalive_handle is not None:
             self._keepalive_handle.cancel()
-        if not self.is_closing():
+            self._keepalive_handle = None
+        if self.is_closing():
+            return
+        if negotiated_timeout <= 0:
+            # A legacy peer gets its first keep-alive at once, as from 6.1.0, then every 3 s.
+            self._on_keepalive()
+        else:
             self._keepalive_handle = self._loop.call_at(
                 self._loop.time() + self._keepalive_interval, self._on_keepalive
             )

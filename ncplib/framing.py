@@ -308,7 +308,8 @@ class PacketReader:
         magic, _type, size_words = _HEADER_PREFIX.unpack_from(self._buf, pos)
         size: int = size_words * 4
         if magic != w.PACKET_HEADER_MAGIC:
-            return size, f"Invalid packet header magic {magic.hex()}"
+            head = bytes(memoryview(self._buf)[pos : min(self._end, pos + w.NOT_NCP_HEAD_SIZE + 1)])
+            return size, w.bad_magic_message(head, "the peer sent")
         if size < w.MIN_PACKET_SIZE:
             return size, f"Packet header gives {size} bytes, less than a header and footer"
         if size > self.max_packet_size:

@@ -176,10 +176,87 @@ def test_help(command: list[str]) -> None:
     assert "--help" in result.stdout
 
 
-def test_no_command_is_a_usage_error() -> None:
+def test_no_command_prints_the_help_with_a_usage_status() -> None:
     result = ncplib_command()
     assert result.returncode == cli.EXIT_USAGE
     assert "Traceback" not in result.stderr
+    assert result.stdout.startswith("usage: ncplib")
+    for command in ("node", "send", "stream", "demo"):
+        assert f"    {command} " in result.stdout
+
+
+def test_verbose_option_after_the_command(node: str) -> None:
+    result = ncplib_command("send", node, "NODE", "STAT", "-v")
+    assert result.returncode == 0, result.stderr
+    assert "INFO: ncplib.client: Connected" in result.stderr
+    assert ncplib_command("-v", "send", node, "NODE", "STAT", "-v").returncode == 0
+
+
+@pytest.mark.parametrize("timeout", ["0.5", "1", "4.9"])
+def test_a_short_timeout_provokes_no_warning(node: str, timeout: str) -> None:
+    result = ncplib_command("send", node, "NODE", "STAT", "--timeout", timeout)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_send_shows_the_bins_not_the_padding(node: str) -> None:
+    # 20 MHz in 30 kHz bins: 667 bins, sent as 668 u8 values (NCP pads to 4 bytes).
+    args = ("send", node, "DSPC", "SWEP", "FSTA=88", "FSTP=108", "RESB=30000")
+    lines = ncplib_command(*args).stdout.splitlines()
+    pdat = next(line for line in lines if line.strip().startswith("PDAT"))
+    assert "667 values, min " in pdat
+    assert pdat.endswith("(+1 padding)")
+    # The padding zero would be the minimum (a "signal" at RLEV): it is not among the values.
+    assert "min 0," not in pdat
+    reply = json.loads(ncplib_command(*args, "--json").stdout)
+    assert reply["params"]["NBIN"]["value"] == 667
+    assert len(reply["params"]["PDAT"]["value"]) == 667
+    assert reply["params"]["PDAT"]["padding"] == 1
+    assert 0 not in reply["params"]["PDAT"]["value"]
+
+
+def test_stream_shows_the_bins_not_the_padding(node: str) -> None:
+    result = ncplib_command(
+        "stream", node, "DSPL", "SWEP", "FSTA=88", "FSTP=108", "RESB=30000", "--count", "2"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    assert all("PDAT data u8[667] " in line and "NBIN=667" in line for line in lines)
+    assert not any(".. 0," in line or "[667] 0.." in line for line in lines)
+
+
+def test_node_warnings_show_on_one_line_and_the_reply_still_prints(node: str) -> None:
+    # The published sweep example: params the node does not simulate, and more bins than it gives.
+    result = ncplib_command(
+        "send", node, "DSPC", "SWEP", "FSTA=10000", "FSTP=18000", "INPT=1", "BDEX=1", "BINP=2"
+    )
+    assert result.returncode == 0, result.stderr
+    (warning,) = result.stderr.splitlines()
+    assert warning.startswith("ncplib: warning: DSPC SWEP ")
+    assert "INPT, BDEX, BINP not used by this node" in warning
+    assert "more than 65536" in warning
+    assert "PDAT  data u8    65536 values" in result.stdout
+
+
+def test_stream_of_a_one_shot_command_stops_after_its_reply(node: str) -> None:
+    # Waiting for more would take the whole --timeout, then fail.
+    result = ncplib_command("stream", node, "DSPC", "SWEP", "--timeout", "60", timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 1
+    assert "DSPC is answered once: only DSPL commands stream" in result.stderr
+    assert result.stderr.startswith("1 field, ")
+
+
+def test_stream_save_refuses_to_overwrite_without_force(node: str, tmp_path: Path) -> None:
+    saved = tmp_path / "sweeps.ncp"
+    saved.write_bytes(b"an earlier capture")
+    args = ("stream", node, "DSPL", "SWEP", "--count", "1", "-q", "--save", str(saved))
+    assert_one_line_error(ncplib_command(*args), cli.EXIT_USAGE, str(saved), "exists", "--force")
+    assert saved.read_bytes() == b"an earlier capture"
+    result = ncplib_command(*args, "--force")
+    assert result.returncode == 0, result.stderr
+    assert saved.read_bytes()[:4] == b"\xdd\xcc\xbb\xaa"
 
 
 def test_send_prints_the_reply(node: str) -> None:
@@ -223,7 +300,12 @@ def test_send_bad_request_exits_1(node: str) -> None:
     [
         (["DSPC", "SWEP", "FSTA=u32:-1"], "out of range"),
         (["DSPC", "SWEP", "fsta=1"], "invalid param name"),
-        (["dspc", "SWEP"], "invalid packet type"),
+        (
+            ["dspc", "SWEP"],
+            "invalid packet type 'dspc': use 1 to 4 uppercase letters or digits (did you mean DSPC?)",
+        ),
+        (["DSPC", "swep"], "(did you mean SWEP?)"),
+        (["DSPC", "SWEP", "fsta=1"], "(did you mean FSTA?)"),
         (["DSPC", "SWEP", "--timeout", "0"], "--timeout"),
     ],
 )
@@ -305,6 +387,13 @@ def test_stream_node_error_exits_1(node: str) -> None:
 def test_stream_save_to_unwritable_file_exits_2(node: str, tmp_path: Path) -> None:
     result = ncplib_command("stream", node, "DSPL", "SWEP", "--save", str(tmp_path / "missing" / "x.ncp"))
     assert_one_line_error(result, cli.EXIT_USAGE, "cannot write")
+
+
+@pytest.mark.parametrize("timeout", ["0", "-3", "1.5"])
+def test_node_timeout_must_be_a_whole_number_of_seconds(timeout: str) -> None:
+    result = ncplib_command("node", "--port", "0", "--timeout", timeout)
+    assert result.returncode == cli.EXIT_USAGE
+    assert "argument --timeout: must be a whole number of at least 1" in result.stderr
 
 
 def test_node_port_in_use_exits_3() -> None:

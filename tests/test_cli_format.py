@@ -123,9 +123,46 @@ def test_live_status_line_rewrites_itself() -> None:
     status.update(FakeField({"PDAT": array.array("B", bytes(1000))}))
     status.finish()
     text = stream.getvalue()
-    assert text.startswith("\r\x1b[K1 fields, ")
+    assert text.startswith("\r\x1b[K1 field, ")
     assert text.endswith(" s\n")
     assert "MB/s" in text
+
+
+def test_status_counts_in_words() -> None:
+    stream = io.StringIO()
+    status = cli._Status(stream, live=False)
+    status.update(FakeField({"X": 1}))
+    status.finish()
+    assert stream.getvalue().startswith("1 field, ")
+    assert (cli.plural(0, "sweep"), cli.plural(1, "sweep"), cli.plural(2, "bin")) == (
+        "0 sweeps",
+        "1 sweep",
+        "2 bins",
+    )
+
+
+def test_counted_data_is_shown_without_its_padding() -> None:
+    sweep = FakeField({"PDAT": array.array("B", [40, 60, 50, 0]), "NBIN": 3, "RLEV": -20})
+    assert cli.format_field_line(sweep, 1) == "#1 DSPC TEST id 42: PDAT data u8[3] 40..60, NBIN=3, RLEV=-20"
+    assert "  PDAT  data u8    3 values, min 40, max 60 (+1 padding)" in cli.format_field(sweep).splitlines()
+    assert cli.field_to_json(sweep)["params"]["PDAT"] == {
+        "type": "data u8",
+        "value": [40, 60, 50],
+        "padding": 1,
+    }
+    # What is saved is the field as received, padding included.
+    assert cli.encode_field(sweep) == cli.encode_field(FakeField(dict(sweep)))
+    # Without a usable count the whole value is shown.
+    for params in (
+        {"PDAT": array.array("B", [1, 2, 3, 4])},
+        {"PDAT": array.array("B", [1, 2, 3, 4]), "NBIN": 9},
+    ):
+        assert "PDAT data u8[4] 1..4" in cli.format_field_line(FakeField(params), 1)
+
+
+def test_counted_iq_is_cut_to_two_values_per_sample() -> None:
+    capture = FakeField({"DIQT": array.array("h", [1, -1, 2, -2, 0, 0]), "SAMP": 2})
+    assert "DIQT data i16[4] -2..2" in cli.format_field_line(capture, 1)
 
 
 def test_status_summary_when_not_live() -> None:

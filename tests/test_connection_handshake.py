@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import warnings
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -99,6 +101,7 @@ def test_negotiated_timeout_is_clamped(proposed: int, granted: int) -> None:
 
 def test_negotiated_timeout_is_zero_without_proposal() -> None:
     assert _handshake.negotiate_timeout(None) == 0
+    assert _handshake.negotiate_timeout(0) == 0  # A legacy client: 0 is not clamped to 5.
     with pytest.warns(ncplib.DecodeWarning):
         assert _handshake.negotiate_timeout("soon") == 0
     with pytest.warns(ncplib.DecodeWarning):
@@ -137,19 +140,29 @@ def test_no_warning_when_the_timeout_is_accepted() -> None:
         run(main)
 
 
-@pytest.mark.parametrize("link", ["x", -1, 1.5])
-def test_client_treats_a_bad_scar_link_as_zero(link: Any) -> None:
+@contextlib.asynccontextmanager
+async def _client_of_raw_server(link: Any) -> AsyncIterator[ncplib.Connection]:
+    """A client (timeout 10) connected to a hand-written server that answers SCAR with ``link``."""
+
     async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await raw_handshake(reader, writer, link=link)
         await reader.read()
 
-    async def main() -> None:
-        async with raw_server(peer) as port:
-            connection = await ncplib.connect("127.0.0.1", port, timeout=10)
-            assert connection._timeout == 10  # A legacy peer: the client's own timeout applies.
-            assert connection._keepalive_interval == 3
+    async with raw_server(peer) as port:
+        connection = await ncplib.connect("127.0.0.1", port, timeout=10)
+        try:
+            yield connection
+        finally:
             connection.close()
             await connection.wait_closed()
+
+
+@pytest.mark.parametrize("link", ["x", -1, 1.5])
+def test_client_treats_a_bad_scar_link_as_zero(link: Any) -> None:
+    async def main() -> None:
+        async with _client_of_raw_server(link) as connection:
+            assert connection._timeout == 10  # A legacy peer: the client's own timeout applies.
+            assert connection._keepalive_interval == 3
 
     with pytest.warns(ncplib.DecodeWarning):
         run(main)
@@ -176,6 +189,116 @@ def test_legacy_client_gets_zero_and_a_keepalive_every_three_seconds() -> None:
             await writer.wait_closed()
 
     run(main)
+
+
+def test_legacy_link_zero_client_keeps_zero_and_the_servers_timeout() -> None:
+    timeouts: list[int] = []
+
+    async def handler(connection: ncplib.Connection) -> None:
+        timeouts.append(connection._timeout)
+        connection.send("DSPC", "HELD")
+        await connection.recv()
+
+    async def main() -> None:
+        async with serving(handler, timeout=30) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await read_packet(reader)  # HELO
+            writer.write(packet_bytes("LINK", [("CCRE", 1, {"CIW": "legacy", "LINK": 0})]))
+            scar = await read_packet(reader)
+            assert dict(scar[4][0][2]) == {"LINK": 0}
+            writer.write(packet_bytes("LINK", [("CARE", 2, {"CAR": "legacy"})]))
+            assert (await read_packet(reader))[4][0][0] == "SCON"
+            # The first keep-alive goes out at once: before anything the handler sends.
+            keepalive = await asyncio.wait_for(read_packet(reader), 10)
+            assert (keepalive[0], keepalive[1], keepalive[4]) == ("LINK", 0, [])
+            assert (await asyncio.wait_for(read_packet(reader), 10))[4][0][0] == "HELD"
+            writer.close()
+            await writer.wait_closed()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0 is not a change of timeout: no NCPWarning.
+        run(main)
+    # The server keeps its own receive timeout for a legacy client (not 5 s).
+    assert timeouts == [30]
+
+
+def test_client_accepts_a_legacy_server_silently_and_sends_a_keepalive_at_once() -> None:
+    received: list[Any] = []
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await raw_handshake(reader, writer, link=0)
+        received.append(await read_packet(reader))
+        received.append(await read_packet(reader))
+        await reader.read()
+
+    async def main() -> None:
+        async with raw_server(peer) as port:
+            connection = await ncplib.connect("127.0.0.1", port, timeout=20)
+            assert connection._timeout == 20  # A legacy server: the client keeps its own.
+            assert connection._keepalive_interval == 3
+            connection.send("DSPC", "AFTR")
+            await connection.drain()
+            for _ in range(100):
+                if len(received) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            connection.close()
+            await connection.wait_closed()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # SCAR LINK=0 is a legacy server, not a change: no NCPWarning.
+        run(main)
+    assert (received[0][0], received[0][1], received[0][4]) == ("LINK", 0, [])
+    assert received[1][4][0][0] == "AFTR"
+
+
+@pytest.mark.parametrize("negotiated", [0, 10])
+def test_legacy_keepalives_are_not_postponed_by_traffic(negotiated: int) -> None:
+    async def main() -> None:
+        async with _client_of_raw_server(negotiated) as connection:
+            handle = connection._keepalive_handle
+            assert handle is not None
+            connection._last_sent = connection._loop.time() + 100  # As if a packet had just gone out.
+            handle.cancel()
+            connection._on_keepalive()
+            # Legacy (0): sent regardless, next one 3 s on; else postponed to after the last packet.
+            handle = connection._keepalive_handle
+            assert handle is not None
+            if negotiated:
+                assert handle.when() == pytest.approx(connection._last_sent + 6)
+            else:
+                assert handle.when() == pytest.approx(connection._loop.time() + 3, abs=1)
+
+    run(main)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"hostname": "", "connection_username": ""}, None),
+        ({"hostname": "h1", "connection_username": "u1", "connection_domain": None}, ("h1", "u1", "")),
+    ],
+)
+def test_empty_identity_arguments_mean_the_defaults(
+    kwargs: dict[str, Any], expected: tuple[str, str, str] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ccres: list[Any] = []
+    monkeypatch.setattr("socket.gethostname", lambda: "system-host")
+    monkeypatch.setattr("getpass.getuser", lambda: "system-user")
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ccres.append(await raw_handshake(reader, writer))
+        await reader.read()
+
+    async def main() -> None:
+        async with raw_server(peer) as port:
+            connection = await ncplib.connect("127.0.0.1", port, timeout=10, **kwargs)
+            connection.close()
+            await connection.wait_closed()
+
+    run(main)
+    params = dict(ccres[0][4][0][2])
+    assert (params["CIW"], params["CUSR"], params["CDOM"]) == (expected or ("system-host", "system-user", ""))
 
 
 def test_client_sends_its_identity() -> None:

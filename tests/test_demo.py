@@ -81,3 +81,66 @@ def test_demo_without_numpy(capsys: pytest.CaptureFixture[str], monkeypatch: pyt
     assert status == cli.EXIT_OK
     assert "array mode" in out
     assert any(line.startswith("|") and "@" in line for line in out.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("output", "needles"),
+    [
+        ("waterfall.txt", ["--output", "waterfall.txt", "cannot write .txt files", ".png"]),
+        ("no/such/dir/waterfall.png", ["cannot write", "no/such/dir/waterfall.png", "no directory"]),
+        (".", ["--output .", "is a directory"]),
+    ],
+)
+def test_demo_checks_its_output_before_streaming(
+    output: str,
+    needles: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    status = cli.main(["demo", "--duration", "30", "--output", output])
+    captured = capsys.readouterr()
+    assert status == cli.EXIT_USAGE
+    # Nothing was streamed (30 s of it): the check comes first.
+    assert captured.out == ""
+    (line,) = captured.err.splitlines()
+    assert line.startswith("ncplib demo: error: ")
+    for needle in needles:
+        assert needle in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_reports_the_file_it_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("numpy")
+    monkeypatch.chdir(tmp_path)
+    status = cli.main(["demo", "--duration", "0.3", "--rate", "20", "--output", "waterfall"])
+    out = capsys.readouterr().out
+    assert status == cli.EXIT_OK
+    # matplotlib adds ".png" to a name without an extension: the message names that file.
+    assert "Waterfall written to waterfall.png" in out
+    assert [path.name for path in tmp_path.iterdir()] == ["waterfall.png"]
+
+
+@pytest.mark.parametrize("synthesis", ["numpy", "python"])
+def test_demo_counts_bins_not_padding(
+    synthesis: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ncplib import _signal
+
+    if synthesis == "python":
+        monkeypatch.setattr(_signal, "np", None)
+    # 20 MHz in 30 kHz bins: 667 bins, which arrive padded to 668 u8 values.
+    monkeypatch.setattr(cli, "DEMO_SWEEP", (88, 108, 30000, -20))
+    status = cli.main(["demo", "--duration", "0.3", "--rate", "20", "--ascii"])
+    out = capsys.readouterr().out
+    assert status == cli.EXIT_OK
+    assert " of 667 bins in " in out
+    # The padding zero would read as a signal at RLEV (-20 dBm); the strongest FM station is -38.
+    last = next(line for line in out.splitlines() if line.startswith("Last sweep: "))
+    strongest = float(last.split(" to ")[1].split()[0])
+    assert strongest < -30

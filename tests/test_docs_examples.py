@@ -135,6 +135,14 @@ def test_examples_were_found() -> None:
     assert command in readme
 
 
+@pytest.mark.parametrize("code", PYTHON_EXAMPLES)
+def test_examples_count_sweeps_by_nbin(code: str) -> None:
+    # NCP pads a u8 PDAT to 4 bytes: an example that measures or searches PDAT without NBIN
+    # reports padding zeros as bins at the reference level.
+    if re.search(r"""\[["']PDAT["']\]""", code):
+        assert "NBIN" in code or "data_values" in code, "read NBIN values of PDAT, the rest is padding"
+
+
 @pytest.mark.parametrize("code", CLIENT_EXAMPLES)
 def test_client_example(code: str, node_port: int, workdir: Path) -> None:
     result = subprocess.run(
@@ -148,6 +156,9 @@ def test_client_example(code: str, node_port: int, workdir: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout.strip(), "every example prints something"
+    # Nothing in the node's scene reaches its reference level (-20 dBm): a power of -20.0 dBm
+    # is a padding value taken for a bin.
+    assert "-20.0 dBm" not in result.stdout
 
 
 async def _ask(port: int) -> object:
@@ -197,11 +208,12 @@ def test_server_example(code: str) -> None:
 
 
 @pytest.mark.parametrize("command", CONSOLE_COMMANDS)
-def test_console_command(command: str, node_port: int, workdir: Path) -> None:
+def test_console_command(command: str, node_port: int, tmp_path: Path) -> None:
+    # A directory of its own: "--save FILE" refuses to overwrite a file another command saved.
     args = shlex.split(with_port(command, node_port))
     assert args[0] == "ncplib"
     result = subprocess.run(
-        [sys.executable, "-m", "ncplib", *args[1:]], cwd=workdir, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "ncplib", *args[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=60,
         env=ENV,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

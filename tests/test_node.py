@@ -7,6 +7,7 @@ import math
 import socket
 import statistics
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,7 +16,15 @@ import pytest
 import ncplib
 from ncplib import _signal
 from ncplib.framing import PacketReader
-from ncplib.node import MAX_BINS, MAX_SAMPLES, SimulatedNode, start_node
+from ncplib.node import (
+    MAX_BINS,
+    MAX_DECIMATION,
+    MAX_SAMPLES,
+    WARC_CAPPED,
+    WARC_IGNORED,
+    SimulatedNode,
+    start_node,
+)
 
 SYNTHESES = ["numpy", "python"]
 
@@ -69,7 +78,10 @@ def test_swep_bin_count_is_capped() -> None:
         narrow = await connection.send("DSPC", "SWEP", FSTA=400, FSTP=400.01, RESB=1000000).recv()
         return [wide, narrow]
 
-    wide, narrow = run_with_node(body)
+    (wide, narrow), warned = _warnings_of(body)
+    assert warned == [
+        (WARC_CAPPED, f"RESB 1 Hz over 100 MHz needs 100000000 bins, more than {MAX_BINS}: RESB 1526 Hz used")
+    ]
     assert wide["NBIN"] == len(wide["PDAT"]) == MAX_BINS
     assert wide["RESB"] == round(100e6 / MAX_BINS)
     assert narrow["NBIN"] == 1
@@ -117,7 +129,14 @@ def test_time_sample_count_and_dtype(synthesis: str) -> None:
 
 def test_time_sample_count_is_capped_and_checked() -> None:
     async def body(connection: ncplib.Connection, node: SimulatedNode) -> tuple[ncplib.Field, Any, Any]:
-        capped = await connection.send("DSPC", "TIME", SAMP=10**7, DECI=1).recv()
+        with pytest.warns(ncplib.CommandWarning) as warned:
+            capped = await connection.send("DSPC", "TIME", SAMP=10**7, DECI=1).recv()
+        assert [(w.message.code, w.message.detail) for w in warned] == [  # type: ignore[union-attr]
+            (
+                WARC_CAPPED,
+                f"SAMP 10000000 needs 10000000 samples, more than {MAX_SAMPLES}: {MAX_SAMPLES} captured",
+            )
+        ]
         with pytest.raises(ncplib.CommandError) as zero:
             await connection.send("DSPC", "TIME", SAMP=0).recv()
         with pytest.raises(ncplib.CommandError) as fraction:
@@ -129,6 +148,125 @@ def test_time_sample_count_is_capped_and_checked() -> None:
     assert len(capped["DIQT"]) == 2 * MAX_SAMPLES
     assert "SAMP must be between" in zero.detail
     assert "DECI must be a whole number" in fraction.detail
+
+
+def _warnings_of(
+    body: Callable[[ncplib.Connection, SimulatedNode], Awaitable[Any]], **kwargs: Any
+) -> tuple[Any, list[tuple[Any, Any]]]:
+    """Runs ``body`` with a node; returns its result and the (WARC, WARN) of every CommandWarning."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run_with_node(body, **kwargs)
+    commands = [w.message for w in caught if isinstance(w.message, ncplib.CommandWarning)]
+    return result, [(w.code, w.detail) for w in commands]
+
+
+def test_sweep_bin_count_is_nbin_not_the_padded_length() -> None:
+    async def body(connection: ncplib.Connection, node: SimulatedNode) -> ncplib.Field:
+        return await connection.send("DSPC", "SWEP", FSTA=88, FSTP=108, RESB=30000).recv()
+
+    field, warned = _warnings_of(body)
+    assert warned == []
+    assert field["NBIN"] == 667
+    # NCP pads the u8 data to a multiple of 4 bytes: one zero that is not a bin.
+    assert len(field["PDAT"]) == 668
+    assert field["PDAT"][667] == 0
+    assert 0 not in field["PDAT"][:667]  # No bin is at RLEV in this scene: the zero is padding.
+
+
+def test_published_sweep_example_warns_of_unused_params_and_the_bin_cap() -> None:
+    async def body(connection: ncplib.Connection, node: SimulatedNode) -> ncplib.Field:
+        response = connection.send("DSPC", "SWEP", FSTA=10000, FSTP=18000, INPT=1, BDEX=1, BINP=2)
+        return await response.recv()
+
+    field, warned = _warnings_of(body)
+    assert field["NBIN"] == MAX_BINS
+    assert field["RESB"] == round(8000e6 / MAX_BINS)
+    assert warned == [
+        (
+            WARC_CAPPED,
+            f"RESB 100000 Hz over 8000 MHz needs 80000 bins, more than {MAX_BINS}: RESB 122070 Hz used; "
+            "INPT, BDEX, BINP not used by this node: ignored",
+        )
+    ]
+
+
+def test_time_physical_params_set_the_sample_rate_and_count() -> None:
+    # The published TIME example's vocabulary: 446.05 MHz, 1 MHz of bandwidth, 10 ms.
+    async def body(connection: ncplib.Connection, node: SimulatedNode) -> ncplib.Field:
+        params = {"FCTR": 446, "FCTM": 50_000_000, "RBME": 1, "RBMI": 0, "LSEC": 0, "LNAN": 10_000_000}
+        return await connection.send("DSPC", "TIME", **params).recv()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Every param is used and nothing capped: no warning.
+        field = run_with_node(body, synthesis="numpy")
+    rate = _signal.IQ_SAMPLE_RATE_HZ / field["DECI"]
+    assert field["DECI"] == 62  # The highest decimation whose rate covers 1 MHz.
+    assert rate >= 1e6 > _signal.IQ_SAMPLE_RATE_HZ / (field["DECI"] + 1)
+    assert field["SAMP"] == math.ceil(0.01 * rate)
+    assert len(field["DIQT"]) == 2 * field["SAMP"]
+    # The reply says what was used, in the request's terms.
+    assert field["RBME"] * 1e6 + field["RBMI"] / 1e3 == pytest.approx(rate, abs=1e-3)
+    assert field["LSEC"] + field["LNAN"] / 1e9 == pytest.approx(field["SAMP"] / rate, abs=1e-9)
+    assert field["LSEC"] + field["LNAN"] / 1e9 >= 0.01
+    assert (field["FCTR"], field["FCTM"]) == (446, 50_000_000)
+
+
+def test_time_caps_and_overrides_are_reported() -> None:
+    async def body(connection: ncplib.Connection, node: SimulatedNode) -> list[ncplib.Field]:
+        return [
+            # More bandwidth than the receiver has, SAMP and DECI overridden.
+            await connection.send("DSPC", "TIME", RBME=100, LNAN=1000, SAMP=5, DECI=2).recv(),
+            # A length longer than the most samples.
+            await connection.send("DSPC", "TIME", RBME=20, LSEC=1).recv(),
+        ]
+
+    (wide, long), warned = _warnings_of(body, synthesis="numpy")
+    assert (wide["DECI"], wide["SAMP"]) == (1, math.ceil(62.5e6 * 1e-6))
+    assert (long["DECI"], long["SAMP"]) == (3, MAX_SAMPLES)
+    assert warned == [
+        (
+            WARC_CAPPED,
+            "RBME/RBMI 100 MHz is more than the receiver's 62.5 MHz: 62.5 MHz used; "
+            "DECI ignored: RBME/RBMI set the sample rate; SAMP ignored: LSEC/LNAN set the sample count",
+        ),
+        (
+            WARC_CAPPED,
+            f"LSEC/LNAN 1 s at 20.8333 MS/s needs 20833334 samples, more than {MAX_SAMPLES}: "
+            f"{MAX_SAMPLES} captured",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ({"RBME": 0, "RBMI": 0}, "RBME/RBMI must give a bandwidth of more than 0"),
+        ({"LSEC": 0, "LNAN": 0}, "LSEC/LNAN must give a length of more than 0"),
+        ({"LNAN": 10**9}, "LNAN must be between 0 and 1e+09"),
+        ({"FCTM": -1}, "FCTM must be between"),
+        ({"DECI": MAX_DECIMATION + 1}, "DECI must be between"),
+    ],
+)
+def test_time_physical_params_are_checked(params: dict[str, Any], reason: str) -> None:
+    async def body(connection: ncplib.Connection, node: SimulatedNode) -> Any:
+        with pytest.raises(ncplib.CommandError) as info:
+            await connection.send("DSPC", "TIME", **params).recv()
+        return info.value
+
+    error = run_with_node(body)
+    assert reason in error.detail
+
+
+def test_unused_params_are_reported_once_per_stream_before_the_data() -> None:
+    async def body(connection: ncplib.Connection, node: SimulatedNode) -> list[ncplib.Field]:
+        response = connection.send("DSPL", "SWEP", FSTA=100, FSTP=101, RESB=10000, XTRA=1)
+        return [await response.recv() for _ in range(3)]
+
+    (ackn, *sweeps), warned = _warnings_of(body, rate=100, auto_ackn=False)
+    assert dict(ackn) == {"ACKN": 1, "WARN": "XTRA not used by this node: ignored", "WARC": WARC_IGNORED}
+    assert all("PDAT" in sweep and "WARN" not in sweep for sweep in sweeps)
+    assert warned == [(WARC_IGNORED, "XTRA not used by this node: ignored")]
 
 
 def test_stat_and_gps() -> None:

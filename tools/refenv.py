@@ -45,18 +45,25 @@ def reference_python() -> Path:
     """
     Returns the interpreter of the reference environment, creating it first if needed.
 
-    :raises RuntimeError: if the reference library could not be installed.
+    :raises RuntimeError: if the environment could not be created or the reference library could
+        not be installed (the first time this needs the package index).
     """
     env_dir = venv_dir()
     python = _python(env_dir)
     if _is_ready(python):
         return python
-    env_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        env_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as ex:
+        raise RuntimeError(f"could not create {env_dir}: {ex}") from ex
     lock = env_dir.with_name(env_dir.name + ".lock")
     with _FileLock(lock):
         if _is_ready(python):
             return python
-        venv.EnvBuilder(clear=True, with_pip=True).create(env_dir)
+        try:
+            venv.EnvBuilder(clear=True, with_pip=True).create(env_dir)
+        except (OSError, subprocess.CalledProcessError) as ex:
+            raise RuntimeError(f"could not create a virtual environment in {env_dir}: {ex}") from ex
         result = subprocess.run(
             [
                 str(python),
@@ -71,8 +78,10 @@ def reference_python() -> Path:
             text=True,
         )
         if result.returncode != 0 or not _is_ready(python):
-            output = f"{result.stdout}\n{result.stderr}"
-            raise RuntimeError(f"could not install {REFERENCE_REQUIREMENT}:\n{output}")
+            output = f"{result.stdout}\n{result.stderr}".strip()
+            raise RuntimeError(
+                f"could not install {REFERENCE_REQUIREMENT} into {env_dir} from the package index:\n{output}"
+            )
     return python
 
 

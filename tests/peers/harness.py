@@ -20,6 +20,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+import pytest
+
 PEERS = Path(__file__).resolve().parent
 REPO = PEERS.parents[1]
 
@@ -28,13 +30,39 @@ START_TIMEOUT = 30.0
 OP_TIMEOUT = 30.0
 
 
+# The reference interpreter, or why it could not be had: looked for once per test process.
+_reference: list[str | Exception] = []
+
+
 def reference_python() -> str:
-    """The reference interpreter (its virtual environment is created on first use)."""
+    """
+    The reference interpreter (its virtual environment is created on first use, from the package
+    index). When it cannot be created, the calling test is skipped with the reason, unless ``CI``
+    is set in the environment: there a missing reference is a failure, not a skip.
+    """
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
+    from tools.refenv import REFERENCE_REQUIREMENT, venv_dir
     from tools.refenv import reference_python as find
 
-    return str(find())
+    if not _reference:
+        try:
+            _reference.append(str(find()))
+        except (RuntimeError, OSError) as ex:
+            _reference.append(ex)
+    found = _reference[0]
+    if isinstance(found, str):
+        return found
+    lines = str(found).strip().splitlines() or [type(found).__name__]
+    why = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+    reason = (
+        f"{REFERENCE_REQUIREMENT} is not available: {why} "
+        f"(the interop tests install it from the package index into {venv_dir()} the first time, "
+        "see tools/refenv.py; with CI set this is a failure)"
+    )
+    if os.environ.get("CI"):
+        raise RuntimeError(reason) from found
+    pytest.skip(reason)
 
 
 def _reference_env() -> dict[str, str]:
