@@ -210,6 +210,9 @@ async def _run_record(args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, stop.set)
     table = _Table(sys.stderr, live=sys.stderr.isatty())
+    if table.live and not args.verbose:
+        # The table shows each node's last error; log lines would only scroll it away.
+        logging.getLogger("ncplib.fleet").setLevel(logging.ERROR)
     started = time.monotonic()
     failure: RecordingError | None = None
     try:

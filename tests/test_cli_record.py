@@ -212,8 +212,8 @@ def test_a_live_table_on_a_terminal(nodes: list[str], tmp_path: Path) -> None:
     leader, follower = pty.openpty()
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ncplib", "record", nodes[0], "--command", "DSPL SWEP",
-             "--output", str(tmp_path), "--duration", "2.5"],
+            [sys.executable, "-m", "ncplib", "record", nodes[0], f"127.0.0.1:{closed_port()}",
+             "--command", "DSPL SWEP", "--output", str(tmp_path), "--duration", "2.5"],
             stdout=subprocess.DEVNULL, stderr=follower, env=ENV,
         )  # fmt: skip
         os.close(follower)
@@ -233,7 +233,8 @@ def test_a_live_table_on_a_terminal(nodes: list[str], tmp_path: Path) -> None:
     assert "fields/s" in text and "reconnects" in text and "last error" in text
     assert "\x1b[" in text  # Redrawn in place.
     assert f"{nodes[0]}" in text and "yes" in text
-    assert "ncplib record:" not in text  # No log lines on a terminal.
+    assert "Connection refused" in text  # In the refused node's row...
+    assert "ncplib record:" not in text and "WARNING" not in text  # ... and no log lines.
 
 
 def total_size(directory: Path) -> int:
