@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -86,6 +87,12 @@ class _Table:
         self._last[node.address] = (node.fields, now)
         return (node.fields - fields) / (now - then) if now > then else 0.0
 
+    def _height(self) -> int:
+        try:
+            return os.get_terminal_size(self.stream.fileno()).lines or 24
+        except (OSError, ValueError, AttributeError):
+            return 24
+
     @staticmethod
     def _error(node: Any) -> str:
         return _reason(node.last_error) if node.last_error is not None else ""
@@ -107,10 +114,16 @@ class _Table:
             out = [f"\x1b[{self._lines}F"] if self._lines else []
             heading = f"{'node':<24} {'connected':>9} {'fields/s':>9} {'MB':>9} {'reconnects':>10}"
             out.append(f"\x1b[K{heading}  last error\n")
-            for address, connected, rate, nbytes, reconnects, error in rows:
+            # As many rows as the terminal shows, nodes not connected first.
+            room = max(3, self._height() - 3)
+            shown = sorted(rows, key=lambda row: row[1] == "yes")[:room]
+            for address, connected, rate, nbytes, reconnects, error in shown:
                 row = f"{address:<24} {connected:>9} {rate:>9.1f} {nbytes / 1e6:>9.2f} {reconnects:>10}"
                 out.append(f"\x1b[K{row}  {error[:60]}\n")
-            self._lines = len(rows) + 1
+            if len(shown) < len(rows):
+                up = sum(row[1] == "yes" for row in rows)
+                out.append(f"\x1b[K... {len(rows) - len(shown)} more nodes; {up} of {len(rows)} connected\n")
+            self._lines = len(out) - (1 if self._lines else 0)
             self.stream.write("".join(out))
         else:
             for node, (address, connected, rate, nbytes, reconnects, error) in zip(nodes, rows, strict=True):
