@@ -275,20 +275,22 @@ class ServerProcess:
     """
     A server of ``kind`` (``echo``, ``load`` or ``node``) in a subprocess of its own.
 
-    Use as a context manager; :attr:`port` is where it listens, :attr:`pid` its process id. The
-    subprocess ends when its stdin closes (so it never outlives the test).
+    Use as a context manager; :attr:`port` is where it listens (``port`` if given, else a free
+    one), :attr:`pid` its process id. The subprocess ends when its stdin closes (so it never
+    outlives the test), or at once with :meth:`kill`.
     """
 
-    def __init__(self, kind: str, timeout: int = 5, *, rate: float = 0.0) -> None:
+    def __init__(self, kind: str, timeout: int = 5, *, rate: float = 0.0, port: int = 0) -> None:
         self.kind = kind
         self.timeout = timeout
         self.rate = rate
-        self.port = 0
+        self.port = port
         self.pid = 0
         self._process: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> ServerProcess:
         command = [sys.executable, str(Path(__file__)), self.kind, str(self.timeout), str(self.rate)]
+        command += ["--port", str(self.port)]
         self._process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(HERE)
         )
@@ -313,10 +315,17 @@ class ServerProcess:
         if process.stdout is not None:
             process.stdout.close()
 
+    def kill(self) -> None:
+        """Kills the server at once (``SIGKILL``: no close, the kernel resets its connections)."""
+        process = self._process
+        assert process is not None
+        process.kill()
+        process.wait(10)
 
-async def _serve_in_process(kind: str, timeout: int, rate: float) -> None:
+
+async def _serve_in_process(kind: str, timeout: int, rate: float, port: int) -> None:
     handler = {"echo": echo_handler, "load": load_handler}.get(kind) or node_handler(rate)
-    server = await ncplib.start_server(handler, "127.0.0.1", 0, timeout=timeout)
+    server = await ncplib.start_server(handler, "127.0.0.1", port, timeout=timeout)
     print(server.sockets[0].getsockname()[1], flush=True)
     loop = asyncio.get_running_loop()
     # Serve until the parent closes our stdin.
@@ -388,11 +397,12 @@ def monotonic() -> float:
 
 
 def main(argv: list[str]) -> int:
-    """Runs a server in this process: ``KIND TIMEOUT [RATE]``; prints the port."""
+    """Runs a server in this process: ``KIND TIMEOUT [RATE] [--port PORT]``; prints the port."""
     parser = argparse.ArgumentParser()
     parser.add_argument("kind", choices=["echo", "load", "node"])
     parser.add_argument("timeout", type=int)
     parser.add_argument("rate", type=float, nargs="?", default=0.0)
+    parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
     try:
         import resource
@@ -404,7 +414,7 @@ def main(argv: list[str]) -> int:
             )
     except (ImportError, ValueError, OSError):
         pass
-    asyncio.run(_serve_in_process(args.kind, args.timeout, args.rate))
+    asyncio.run(_serve_in_process(args.kind, args.timeout, args.rate, args.port))
     return 0
 
 
