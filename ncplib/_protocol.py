@@ -84,7 +84,10 @@ class NCPProtocol(asyncio.BufferedProtocol):
         self._head: bytearray | None = bytearray(MAX_HEAD_SIZE) if head_mode else None
         self._head_len = 0
         self._head_done: bytes | None = None
-        self._waiters: list[asyncio.Future[None]] = []
+        # Tasks waiting for a packet: (future, start of the wait, timeout in seconds).
+        self._waiters: list[tuple[asyncio.Future[None], float, float]] = []
+        # One timer per connection enforces every wait's timeout (see _on_deadline).
+        self._deadline: asyncio.TimerHandle | None = None
         self._drain_waiters: deque[asyncio.Future[None]] = deque()
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._made = False
@@ -104,6 +107,10 @@ class NCPProtocol(asyncio.BufferedProtocol):
         self.on_lost: Callable[[], None] | None = None
         #: Called once the connection is made (the server starts the connection's task).
         self.on_made: Callable[[], None] | None = None
+        #: Called (synchronously, from the event loop's callbacks) whenever a complete packet may
+        #: have become available, and when the connection ends or fails; for a consumer that
+        #: polls many connections instead of waiting on each. It must be cheap and not raise.
+        self.on_data: Callable[[], None] | None = None
 
     # asyncio callbacks.
 
@@ -149,12 +156,14 @@ class NCPProtocol(asyncio.BufferedProtocol):
         except DecodeError as ex:
             self._fail(ex)
             return
-        if not self._read_paused and not self._waiters and reader.buffered > self.high_water:
+        if not self._read_paused and reader.buffered > self.high_water and not self._someone_waits():
             # Nobody is waiting for a packet: stop reading until the application catches up.
             # (Never while someone waits: the packet they wait for may be the one arriving.)
             self._pause_reading()
-        if nbytes >= needed:
-            # A packet (or at least its header) is complete: worth a look.
+        if nbytes >= needed or self._read_paused:
+            # A packet (or at least its header) is complete: worth a look. Or reading just
+            # paused in the middle of a packet larger than the high-water mark: a consumer
+            # without a waiter (on_data) must look, find no packet and so let reading resume.
             self._wake()
 
     def eof_received(self) -> bool:
@@ -163,6 +172,9 @@ class NCPProtocol(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self._lost_exc = exc
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         if self.on_lost is not None:
             self.on_lost()
         self._wake()
@@ -242,8 +254,10 @@ class NCPProtocol(asyncio.BufferedProtocol):
         if packet is not None:
             # A packet arrived whole: whatever follows it gets a full timeout of its own.
             self._pending_since = self._loop.time() if self.reader.buffered else None
-        if self._read_paused and self.reader.buffered <= self.high_water // 4:
-            self._resume_reading()
+            if self._read_paused and self.reader.buffered <= self.high_water // 4:
+                self._resume_reading()
+        elif self._read_paused:
+            self._caught_up()
         return packet
 
     def raise_if_broken(self) -> None:
@@ -263,55 +277,79 @@ class NCPProtocol(asyncio.BufferedProtocol):
                 raise NetworkError("Connection closed in the middle of a packet")
             raise ConnectionClosed("Connection closed")
 
-    async def wait_data(self, timeout: float) -> None:
+    def wait_data(self, timeout: float) -> asyncio.Future[None]:
         """
-        Waits until more bytes may complete a packet, or the connection ends.
+        Returns a future done when more bytes may complete a packet, or the connection ends.
 
-        :raises ncplib.NetworkTimeoutError: if no complete packet arrived within ``timeout``
-            seconds, counted from the first byte of the packet still incomplete, or from the
-            start of the wait when none of it is held: bytes that never complete a packet (a
-            peer sending one now and then) do not keep the connection alive.
+        Await it at once. Cancelling it (or the task awaiting it) withdraws the wait.
+
+        :raises ncplib.NetworkTimeoutError: (from the future) if no complete packet arrived within
+            ``timeout`` seconds, counted from the first byte of the packet still incomplete, or
+            from the start of the wait when none of it is held: bytes that never complete a
+            packet (a peer sending one now and then) do not keep the connection alive. No
+            timeout when ``timeout`` is 0.
         """
         loop = self._loop
         if self._read_paused:
-            # The application waits for a packet that has not fully arrived: let it in. Time
-            # spent paused was ours, not the peer's: the packet's clock starts now.
-            self._resume_reading()
-            if self._pending_since is not None:
-                self._pending_since = loop.time()
+            self._caught_up()
         waiter: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(waiter)
-        start = loop.time()
-        timer: asyncio.TimerHandle | None = None
-
-        def on_timer() -> None:
-            nonlocal timer
-            if waiter.done():
-                return
-            pending = self._pending_since
-            due = (start if pending is None else pending) + timeout
-            if due > loop.time() + 0.001:
-                timer = loop.call_at(due, on_timer)
-                return
-            waiter.set_exception(NetworkTimeoutError(f"No complete packet received for {timeout:g} seconds"))
-
+        waiters = self._waiters
+        if waiters:
+            # Waits withdrawn since the last wake-up.
+            waiters[:] = [entry for entry in waiters if not entry[0].done()]
         if timeout > 0:
-            timer = loop.call_at(start + timeout, on_timer)
-        try:
-            await waiter
-        finally:
-            if timer is not None:
-                timer.cancel()
-            try:
-                self._waiters.remove(waiter)
-            except ValueError:
-                pass
+            start = loop.time()
+            waiters.append((waiter, start, timeout))
+            due = start + timeout
+            deadline = self._deadline
+            # A wait is the common case, one per packet: the timer armed for an earlier wait
+            # usually fires first, and _on_deadline arms it again for the waits still open.
+            if deadline is None or deadline.when() > due:
+                if deadline is not None:
+                    deadline.cancel()
+                self._deadline = loop.call_at(due, self._on_deadline)
+        else:
+            waiters.append((waiter, 0.0, 0.0))
+        return waiter
+
+    def _on_deadline(self) -> None:
+        self._deadline = None
+        loop = self._loop
+        now = loop.time()
+        pending = self._pending_since
+        next_due: float | None = None
+        for waiter, start, timeout in self._waiters:
+            if timeout <= 0 or waiter.done():
+                continue
+            due = (start if pending is None else pending) + timeout
+            if due <= now + 0.001:
+                message = f"No complete packet received for {timeout:g} seconds"
+                waiter.set_exception(NetworkTimeoutError(message))
+            elif next_due is None or due < next_due:
+                next_due = due
+        if next_due is not None and not self._lost:
+            self._deadline = loop.call_at(next_due, self._on_deadline)
+
+    def _caught_up(self) -> None:
+        """The application has read everything complete: reading paused for it resumes."""
+        self._resume_reading()
+        if self._pending_since is not None:
+            # Time spent paused was ours, not the peer's: the packet's clock starts now.
+            self._pending_since = self._loop.time()
 
     def _wake(self) -> None:
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._waiters.clear()
+        waiters = self._waiters
+        if waiters:
+            for waiter, _start, _timeout in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            waiters.clear()
+        on_data = self.on_data
+        if on_data is not None:
+            on_data()
+
+    def _someone_waits(self) -> bool:
+        return any(not waiter.done() for waiter, _start, _timeout in self._waiters)
 
     def _pause_reading(self) -> None:
         transport = self.transport

@@ -306,31 +306,44 @@ class Connection(_AsyncFields):
             ``ERRC`` param (unless ``auto_erro`` was switched off in :func:`ncplib.connect`).
         :returns: The next :class:`Field` received.
         """
+        while True:
+            if self._unyielded >= _YIELD_EVERY:
+                # Fields already received are returned without suspending; now and then let the
+                # event loop run, so that a reader with a backlog cannot starve other connections
+                # and timers (its own keep-alives included). Before taking a field: a
+                # cancellation here loses nothing.
+                self._unyielded = 0
+                await asyncio.sleep(0)
+            field = self._recv_nowait()
+            if field is not None:
+                self._unyielded += 1
+                return field
+            self._unyielded = 0
+            await self._protocol.wait_data(self._timeout)
+
+    def _recv_nowait(self) -> Field | None:
+        """
+        Returns the next field already received, or :data:`None` when none is complete yet.
+
+        The same fields, filters and exceptions as :meth:`recv` (but no timeout: the caller
+        enforces it, e.g. from the protocol's ``last_received``). Never blocks, awaits or arms a
+        timer. Returning :data:`None` means the caller has caught up: reading paused for flow
+        control resumes.
+        """
         fields = self._fields
-        protocol = self._protocol
         while True:
             if self._closing:
                 raise ConnectionClosed("Connection closed")
             if fields:
-                if self._unyielded >= _YIELD_EVERY:
-                    # Fields already received are returned without suspending; now and then let
-                    # the event loop run, so that a reader with a backlog cannot starve other
-                    # connections and timers (its own keep-alives included). Before popping: a
-                    # cancellation here loses nothing.
-                    self._unyielded = 0
-                    await asyncio.sleep(0)
-                    continue
                 field = fields.popleft()
                 if self._filtered and self._skip(field):
                     continue
-                self._unyielded += 1
                 return field
+            protocol = self._protocol
             packet = protocol.next_packet()
             if packet is None:
                 protocol.raise_if_broken()
-                self._unyielded = 0
-                await protocol.wait_data(self._timeout)
-                continue
+                return None
             packet_type, packet_id, timestamp, _info, packet_fields = packet
             debug = self.logger.isEnabledFor(logging.DEBUG)
             if debug:
@@ -357,7 +370,7 @@ class Connection(_AsyncFields):
         if self._auto_warn:
             if "WARN" in field or "WARC" in field:
                 detail, code = field.get("WARN"), field.get("WARC")
-                warnings.warn(CommandWarning(field, detail, code), stacklevel=4)
+                warnings.warn(CommandWarning(field, detail, code), stacklevel=5)
             if field.name == "WARN":
                 return True
         return self._auto_ackn and "ACKN" in field

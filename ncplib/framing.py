@@ -35,11 +35,17 @@ _HEADER_PREFIX = Struct("<4s4sI")
 # Packets at least this large get a buffer of their own, received into directly and decoded in
 # place; smaller ones are collected in the shared buffer, several per read, and copied out.
 _OWN_BUFFER_SIZE = 64 * 1024
-# Every connection holds one from the start (idle ones too), so it starts modest; it grows when
-# unread packets fill it.
-_SHARED_BUFFER_SIZE = 64 * 1024
-# A packet's own buffer starts at most this large and doubles as bytes arrive, so that memory
-# follows what a peer really sent, not what its header claims.
+# The shared buffer a reader receives small packets into. A reader holds one only while it holds
+# bytes: once everything received has been read, the buffer goes back to a small pool, so an idle
+# connection holds none. It grows (a new, larger one) when unread packets fill it; a grown one is
+# dropped, not pooled, so memory goes back to this size after a burst.
+_SHARED_BUFFER_SIZE = 16 * 1024
+# Shared buffers kept for reuse, by all readers of the process (allocating and clearing one costs
+# about as much as receiving a small packet). Bounded: beyond this, released buffers are freed.
+_POOL_SIZE = 64
+_pool: list[bytearray] = []
+# A packet's own buffer starts at most this large and grows as bytes arrive, so that memory
+# follows what a peer really sent, not what its header claims (see _grow_own).
 _OWN_BUFFER_START = 1024 * 1024
 
 
@@ -82,7 +88,8 @@ class PacketReader:
             import numpy  # noqa: F401  (fail now, not on the first array)
         self.max_packet_size = max_packet_size
         self.use_numpy = use_numpy
-        self._buf = bytearray(_SHARED_BUFFER_SIZE)
+        # Empty while nothing is held (see _SHARED_BUFFER_SIZE).
+        self._buf = bytearray()
         self._start = 0
         self._end = 0
         self._own: bytearray | None = None
@@ -135,6 +142,8 @@ class PacketReader:
             return memoryview(self._own)[self._own_filled :]
         if self._start == self._end:
             self._start = self._end = self._next_header = 0
+            if len(self._buf) != _SHARED_BUFFER_SIZE:
+                self._buf = _take_shared()
         elif len(self._buf) - self._end < 4096 or self._end > len(self._buf) // 2:
             self._compact()
             if len(self._buf) - self._end < 4096:
@@ -217,8 +226,7 @@ class PacketReader:
             if start < self._next_header:
                 # Complete, and its header already checked when it arrived (_check_headers).
                 size = self._packet_size(start)
-                self._start = start + size
-                return self._decode_shared(start, size)
+                return self._take_shared_packet(start, size)
             self._check_header()
             if self._own is not None:
                 return None
@@ -230,19 +238,34 @@ class PacketReader:
             size = self._packet_size(start)
             if self._end - start < size:
                 return None
-            self._start = start + size
-            return self._decode_shared(start, size)
+            return self._take_shared_packet(start, size)
         except DecodeError as ex:
             self._error = ex
             raise
 
-    def _decode_shared(self, start: int, size: int) -> Packet:
-        """Decodes the complete packet at ``start`` in the shared buffer."""
+    def _take_shared_packet(self, start: int, size: int) -> Packet:
+        """Decodes the complete packet at ``start`` in the shared buffer and moves past it."""
+        buf = self._buf
+        end = start + size
+        self._start = end
         if self.use_numpy:
             # A copy of its own: the arrays view it, and the shared buffer is reused.
-            return decode_packet(self._buf[start : start + size], True)
-        # Decoded values never refer to the buffer they came from: decode in place.
-        return decode_packet(memoryview(self._buf)[start : start + size], False)
+            packet = decode_packet(buf[start:end], True)
+        else:
+            # Decoded values never refer to the buffer they came from: decode in place.
+            packet = decode_packet(memoryview(buf)[start:end], False)
+        if end == self._end and self._pending is None:
+            # Everything received has been read: the buffer is not needed until more arrives.
+            self._release_shared()
+        return packet
+
+    def _release_shared(self) -> None:
+        """Gives the (empty) shared buffer back to the pool; get_buffer takes one again."""
+        buf = self._buf
+        self._start = self._end = self._next_header = 0
+        self._buf = bytearray()
+        if len(buf) == _SHARED_BUFFER_SIZE and len(_pool) < _POOL_SIZE:
+            _pool.append(buf)
 
     # Internals.
 
@@ -303,21 +326,36 @@ class PacketReader:
             self._fail(problem)
         if size > available and size >= _OWN_BUFFER_SIZE:
             # Move the partial packet into a buffer of its own, received into from now on.
-            own = bytearray(min(size, max(_OWN_BUFFER_START, 2 * available)))
+            start_size = max(_OWN_BUFFER_START, 2 * available)
+            own = bytearray(size if 2 * start_size > size else start_size)
             own[:available] = memoryview(self._buf)[start : self._end]
             self._own = own
             self._own_filled = available
             self._own_size = size
-            self._start = self._end = self._next_header = 0
+            self._release_shared()
 
     def _grow_own(self) -> None:
-        # A new buffer, not a resize: the caller may still hold a view of the old one.
+        # A new buffer, not a resize: the caller may still hold a view of the old one. While the
+        # bytes move, old and new buffers are both held: doubling only while the new buffer stays
+        # within half the packet, then going straight to the packet's size, keeps that peak
+        # under 1.5 times the packet (a buffer is never more than half the packet when it grows).
         own = self._own
         assert own is not None
-        grown = bytearray(min(self._own_size, 2 * len(own)))
+        size = self._own_size
+        grown = bytearray(size if 4 * len(own) > size else 2 * len(own))
         grown[: self._own_filled] = own
         self._own = grown
 
     def _fail(self, message: str) -> NoReturn:
         self._error = DecodeError(message)
         raise self._error
+
+
+def _take_shared() -> bytearray:
+    """A shared buffer from the pool, or a new one."""
+    try:
+        buf = _pool.pop()
+    except IndexError:
+        return bytearray(_SHARED_BUFFER_SIZE)
+    # The size may have been changed (tests, fuzzing) since the buffer was pooled.
+    return buf if len(buf) == _SHARED_BUFFER_SIZE else bytearray(_SHARED_BUFFER_SIZE)
