@@ -230,6 +230,11 @@ class Link:
                         self.forwarded[direction] += count
                     data = data[count:]
                     if cut is not None and (count < len(piece) or _at_cut(boundaries, cut)):
+                        if cut.kind == "reset":
+                            # A reset drops what was not delivered yet: wait until the bytes
+                            # before the cut are in the peer's socket, so that the link's count
+                            # of what got through is exact.
+                            await _delivered(writer)
                         self._apply(cut)
                         return
                     if settings.chunk or settings.rate:
@@ -252,6 +257,27 @@ class Link:
             if stopped.is_set():
                 # Stalled: the sockets stay open (and unread) until the link is closed.
                 await self.released.wait()
+
+
+async def _delivered(writer: asyncio.StreamWriter, limit: float = 10.0) -> None:
+    """Waits (at most ``limit`` s) until everything written is out of this side's buffers."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit
+    sock = writer.get_extra_info("socket")
+    while loop.time() < end:
+        unsent = writer.transport.get_write_buffer_size()
+        if not unsent and sock is not None:
+            try:
+                import fcntl
+                import termios
+
+                queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
+                unsent = struct.unpack("i", queued)[0]
+            except (ImportError, OSError, AttributeError):  # not Linux: the transport's buffer only
+                unsent = 0
+        if not unsent:
+            return
+        await asyncio.sleep(0.005)
 
 
 def _at_cut(boundaries: _Boundaries, cut: _Cut) -> bool:
