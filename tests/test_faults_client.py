@@ -390,3 +390,37 @@ def test_a_hundred_fault_cycles_leave_nothing_behind() -> None:
     print(f"\nfault cycles: {figures}")
     before, after = figures["rss KiB"]
     assert after - before < 16 * 1024, figures
+
+
+@pytest.mark.xfail(
+    strict=True, reason="Connection.drain() has no deadline: it waits forever on a blackholed peer"
+)
+def test_drain_against_a_blackhole_raises_within_the_timeout() -> None:
+    """
+    A producer (``send()`` then ``await drain()``) whose peer vanished without a FIN: its writes
+    pile up until ``drain()`` blocks, and nothing ever wakes it, since the timeout governs
+    receiving only. It should raise :exc:`ncplib.NetworkTimeoutError` once the write buffer has
+    not moved for the connection's timeout.
+    """
+
+    async def main(server: ServerProcess) -> None:
+        with FaultProxy(server.port) as proxy:
+            connection = await ncplib.connect(HOST, proxy.port, timeout=TIMEOUT)
+            try:
+                await proxy.cut("blackhole", mid_packet=False)
+
+                async def produce() -> None:
+                    while True:
+                        connection.send("DSPL", "ECHO", DATA=b"x" * 65536)
+                        await connection.drain()
+
+                with pytest.raises(ncplib.NetworkTimeoutError):
+                    # Three times the timeout: only bounds the wait for what should happen.
+                    await asyncio.wait_for(produce(), 3 * TIMEOUT)
+            finally:
+                connection.transport.abort()
+                await connection.wait_closed()
+                proxy.close_links()
+
+    with ServerProcess("load", TIMEOUT) as server:
+        run(lambda: main(server), timeout=60)
