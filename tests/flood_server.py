@@ -4,7 +4,8 @@ environment's interpreter, ncplib 6.1.0's (only the arguments both have are used
 
 ``python tests/flood_server.py TIMEOUT [--cert CERT --key KEY] [--auth USER:PASSWORD]
 [--max-connections N]`` prints the port it listens on (127.0.0.1, a free port) and serves until
-its stdin closes. :class:`FloodServer` runs it as a context manager.
+its stdin closes (``test_flood.FloodServer`` runs it as a context manager). It imports nothing
+of the tests, so that the reference interpreter can run it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
-__all__ = ["FloodServer", "self_signed_certificate"]
+__all__ = ["self_signed_certificate"]
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path] | None:
@@ -44,59 +45,6 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path] | None:
         timeout=60,
     )
     return cert, key
-
-
-class FloodServer:
-    """
-    The server above in a subprocess; :attr:`port` and :attr:`pid` once entered.
-
-    ``python`` is the interpreter (default: this one, so our ncplib); the subprocess runs in this
-    directory, where no ``ncplib`` package shadows the interpreter's own.
-    """
-
-    def __init__(
-        self,
-        timeout: int,
-        *,
-        python: str | None = None,
-        tls: tuple[Path, Path] | None = None,
-        auth: str | None = None,
-        max_connections: int | None = None,
-    ) -> None:
-        self.command = [python or sys.executable, str(HERE / "flood_server.py"), str(timeout)]
-        if tls is not None:
-            self.command += ["--cert", str(tls[0]), "--key", str(tls[1])]
-        if auth is not None:
-            self.command += ["--auth", auth]
-        if max_connections is not None:
-            self.command += ["--max-connections", str(max_connections)]
-        self.port = 0
-        self.pid = 0
-        self._process: subprocess.Popen[str] | None = None
-
-    def __enter__(self) -> FloodServer:
-        self._process = subprocess.Popen(
-            self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(HERE)
-        )
-        assert self._process.stdout is not None
-        line = self._process.stdout.readline()
-        if not line:
-            self._process.wait(10)
-            raise RuntimeError(f"server process exited with {self._process.returncode}")
-        self.port = int(line)
-        self.pid = self._process.pid
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        process = self._process
-        assert process is not None and process.stdin is not None and process.stdout is not None
-        process.stdin.close()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-        process.stdout.close()
 
 
 async def _echo(connection: Any) -> None:

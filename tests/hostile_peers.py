@@ -48,6 +48,7 @@ __all__ = [
     "ServerProcess",
     "checked_fields",
     "StreamChecker",
+    "EchoLoop",
     "open_fds",
     "rss_kib",
     "peak_rss_kib",
@@ -215,6 +216,42 @@ class StreamChecker:
         self.next = seq + 1
 
 
+class EchoLoop:
+    """
+    Sends :func:`checked_fields` over ``connection`` (to an echo server), one every ``interval``
+    seconds, and checks every echo, until :meth:`finish`.
+    """
+
+    def __init__(self, connection: ncplib.Connection, interval: float = 0.01) -> None:
+        self.connection = connection
+        self.interval = interval
+        self.checker = StreamChecker()
+        self._stop = asyncio.Event()
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        sent = 0
+        while not self._stop.is_set():
+            self.connection.send("DSPL", "ECHO", **checked_fields(sent))
+            sent += 1
+            self.checker.check(await self.connection.recv())
+            await asyncio.sleep(self.interval)
+
+    async def finish(self, limit: float) -> None:
+        """Stops; fails unless every echo arrived intact (and at least one did) within ``limit`` s."""
+        self._stop.set()
+        await asyncio.wait_for(self.task, limit)
+        assert not self.checker.problems, self.checker.problems[:5]
+        assert self.checker.next > 0
+
+    async def cancel(self) -> None:
+        """Stops without checking (the connection may be broken)."""
+        if not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ncplib.NCPError):
+                await self.task
+
+
 async def load_handler(connection: ncplib.Connection) -> None:
     """
     ``DSPL LOAD`` starts a stream of :func:`checked_fields` (as fast as the client reads);
@@ -288,11 +325,14 @@ class ServerProcess:
         self.pid = 0
         self._process: subprocess.Popen[str] | None = None
 
-    def __enter__(self) -> ServerProcess:
+    def command(self) -> list[str]:
+        """The command line of the subprocess (it prints its port, then serves until stdin closes)."""
         command = [sys.executable, str(Path(__file__)), self.kind, str(self.timeout), str(self.rate)]
-        command += ["--port", str(self.port)]
+        return [*command, "--port", str(self.port)]
+
+    def __enter__(self) -> ServerProcess:
         self._process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(HERE)
+            self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(HERE)
         )
         assert self._process.stdout is not None
         line = self._process.stdout.readline()

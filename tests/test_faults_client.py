@@ -117,6 +117,22 @@ async def client(port: int) -> AsyncIterator[ncplib.Connection]:
         await connection.wait_closed()
 
 
+@contextlib.asynccontextmanager
+async def proxied(server: ServerProcess, *, record: bool = False) -> AsyncIterator[FaultProxy]:
+    """
+    A :class:`FaultProxy` in front of ``server``; on exit every link is closed and nothing may be
+    left behind (tasks, sockets, timers) compared with before.
+    """
+    # Warm-up: event loops open descriptors of their own on first use.
+    async with client(server.port):
+        pass
+    baseline = Baseline()
+    with FaultProxy(server.port, record=record) as proxy:
+        yield proxy
+        proxy.close_links()
+    await baseline.check()
+
+
 #: Seconds from the fault to the exception, per fault (printed at the end of the module's runs).
 DETECTED: dict[str, float] = {}
 
@@ -134,31 +150,24 @@ EXPECTED: dict[str, type[ncplib.NCPError]] = {
 @pytest.mark.parametrize("kind", sorted(EXPECTED))
 def test_a_link_cut_mid_packet_raises_in_time_and_loses_nothing_before(kind: str) -> None:
     async def main(server: ServerProcess) -> None:
-        # Warm-up: event loops open descriptors of their own on first use.
-        async with client(server.port):
-            pass
-        baseline = Baseline()
-        with FaultProxy(server.port, record=True) as proxy:
-            async with client(proxy.port) as connection:
-                stream = Stream(connection)
-                await stream.received(200)
-                link = proxy.links[-1]
-                await proxy.cut(kind, mid_packet=kind != "blackhole")
-                cut_at = asyncio.get_running_loop().time()
-                error = await stream.failure(3 * TIMEOUT)
-                DETECTED[kind] = stream.failed_at - cut_at
-                print(f"\n{kind}: {type(error).__name__}({error}) {DETECTED[kind]:.2f} s after the fault")
-                assert isinstance(error, EXPECTED[kind]), repr(error)
-                if EXPECTED[kind] is ncplib.NetworkError:
-                    assert not isinstance(error, ncplib.NetworkTimeoutError)
-                # Every field that got through whole arrived, intact and in order, and no other.
-                assert not stream.checker.problems, stream.checker.problems[:5]
-                assert stream.seqns == seqns_forwarded(link)
-                # The connection stays broken, without hanging.
-                with pytest.raises(ncplib.NCPError):
-                    await asyncio.wait_for(connection.recv(), 2 * TIMEOUT)
-            proxy.close_links()
-        await baseline.check()
+        async with proxied(server, record=True) as proxy, client(proxy.port) as connection:
+            stream = Stream(connection)
+            await stream.received(200)
+            link = proxy.links[-1]
+            await proxy.cut(kind, mid_packet=kind != "blackhole")
+            cut_at = asyncio.get_running_loop().time()
+            error = await stream.failure(3 * TIMEOUT)
+            DETECTED[kind] = stream.failed_at - cut_at
+            print(f"\n{kind}: {type(error).__name__}({error}) {DETECTED[kind]:.2f} s after the fault")
+            assert isinstance(error, EXPECTED[kind]), repr(error)
+            if EXPECTED[kind] is ncplib.NetworkError:
+                assert not isinstance(error, ncplib.NetworkTimeoutError)
+            # Every field that got through whole arrived, intact and in order, and no other.
+            assert not stream.checker.problems, stream.checker.problems[:5]
+            assert stream.seqns == seqns_forwarded(link)
+            # The connection stays broken, without hanging.
+            with pytest.raises(ncplib.NCPError):
+                await asyncio.wait_for(connection.recv(), 2 * TIMEOUT)
 
     with ServerProcess("load", TIMEOUT) as server:
         run(lambda: main(server), timeout=60)
@@ -243,11 +252,7 @@ def test_a_slow_or_fragmented_link_delivers_everything_intact(name: str) -> None
     count = 60
 
     async def main(server: ServerProcess) -> None:
-        # Warm-up: event loops open descriptors of their own on first use.
-        async with client(server.port):
-            pass
-        baseline = Baseline()
-        with FaultProxy(server.port) as proxy:
+        async with proxied(server) as proxy:
             proxy.set("down", **settings)
             proxy.set("up", **settings)
             loop = asyncio.get_running_loop()
@@ -268,8 +273,6 @@ def test_a_slow_or_fragmented_link_delivers_everything_intact(name: str) -> None
                 f"\n{name}: connect {connected - start:.2f} s, {count} echoes {done - connected:.2f} s, "
                 f"{len(stream.seqns)} stream fields intact"
             )
-            proxy.close_links()
-        await baseline.check()
 
     with ServerProcess("load", TIMEOUT) as server:
         run(lambda: main(server), timeout=120)
@@ -277,19 +280,13 @@ def test_a_slow_or_fragmented_link_delivers_everything_intact(name: str) -> None
 
 def test_latency_beyond_the_timeout_fails_connect_in_time() -> None:
     async def main(server: ServerProcess) -> None:
-        # Warm-up: event loops open descriptors of their own on first use.
-        async with client(server.port):
-            pass
-        baseline = Baseline()
-        with FaultProxy(server.port) as proxy:
+        async with proxied(server) as proxy:
             proxy.set("down", delay=TIMEOUT + 1)
             loop = asyncio.get_running_loop()
             start = loop.time()
             with pytest.raises(ncplib.NetworkTimeoutError):
                 await ncplib.connect(HOST, proxy.port, timeout=TIMEOUT)
             print(f"\nlatency {TIMEOUT + 1} s: connect failed after {loop.time() - start:.2f} s")
-            proxy.close_links()
-        await baseline.check()
 
     with ServerProcess("load", TIMEOUT) as server:
         run(lambda: main(server), timeout=60)
@@ -303,21 +300,14 @@ def test_a_packet_slower_than_the_timeout_times_out() -> None:
     """
 
     async def main(server: ServerProcess) -> None:
-        # Warm-up: event loops open descriptors of their own on first use.
-        async with client(server.port):
-            pass
-        baseline = Baseline()
-        with FaultProxy(server.port) as proxy:
-            async with client(proxy.port) as connection:
-                proxy.set("down", rate=8 * 1024)
-                connection.send("DSPL", "ECHO", DATA=b"x" * 65536)
-                loop = asyncio.get_running_loop()
-                start = loop.time()
-                with pytest.raises(ncplib.NetworkTimeoutError):
-                    await asyncio.wait_for(connection.recv(), 4 * TIMEOUT)
-                print(f"\n64 KiB at 8 KiB/s: timed out after {loop.time() - start:.2f} s")
-            proxy.close_links()
-        await baseline.check()
+        async with proxied(server) as proxy, client(proxy.port) as connection:
+            proxy.set("down", rate=8 * 1024)
+            connection.send("DSPL", "ECHO", DATA=b"x" * 65536)
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            with pytest.raises(ncplib.NetworkTimeoutError):
+                await asyncio.wait_for(connection.recv(), 4 * TIMEOUT)
+            print(f"\n64 KiB at 8 KiB/s: timed out after {loop.time() - start:.2f} s")
 
     with ServerProcess("load", TIMEOUT) as server:
         run(lambda: main(server), timeout=60)

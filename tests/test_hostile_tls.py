@@ -18,8 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from flood_server import self_signed_certificate
-from hostile_peers import StreamChecker, checked_fields, open_fds, packet
+from hostile_peers import EchoLoop, open_fds, packet
 from netutil import run, serving
 
 import ncplib
@@ -42,11 +41,8 @@ def check_credentials(username: str, password: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    made = self_signed_certificate(tmp_path_factory.mktemp("tls"))
-    if made is None:
-        pytest.skip("openssl is not installed")
-    return tls_contexts(made)
+def contexts(certificate: tuple[Path, Path]) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    return tls_contexts(certificate)
 
 
 def tls_contexts(certificate: tuple[Path, Path]) -> tuple[ssl.SSLContext, ssl.SSLContext]:
@@ -57,39 +53,23 @@ def tls_contexts(certificate: tuple[Path, Path]) -> tuple[ssl.SSLContext, ssl.SS
 
 
 class GoodClient:
-    """An authenticated client echoing checked fields until stopped; :meth:`finish` checks them."""
+    """An authenticated client echoing checked fields until :meth:`finish` checks them."""
 
     def __init__(self, port: int, context: ssl.SSLContext | None) -> None:
         self.port, self.context = port, context
-        self.checker = StreamChecker()
-        self.stop = asyncio.Event()
 
     async def __aenter__(self) -> GoodClient:
         self.connection = await ncplib.connect(
             HOST, self.port, ssl=self.context or False, username=USER, password=PASSWORD, timeout=TIMEOUT
         )
-        self.task = asyncio.ensure_future(self._run())
+        self.echoes = EchoLoop(self.connection)
         return self
 
-    async def _run(self) -> None:
-        sent = 0
-        while not self.stop.is_set():
-            self.connection.send("DSPL", "ECHO", **checked_fields(sent))
-            sent += 1
-            self.checker.check(await self.connection.recv())
-            await asyncio.sleep(0.01)
-
     async def finish(self) -> None:
-        self.stop.set()
-        await asyncio.wait_for(self.task, 2 * TIMEOUT)
-        assert not self.checker.problems, self.checker.problems[:5]
-        assert self.checker.next > 10
+        await self.echoes.finish(2 * TIMEOUT)
 
     async def __aexit__(self, *exc: object) -> None:
-        if not self.task.done():
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ncplib.NCPError):
-                await self.task
+        await self.echoes.cancel()
         self.connection.close()
         await self.connection.wait_closed()
 
@@ -165,6 +145,22 @@ REQUESTS: dict[str, tuple[bytes, str]] = {
 }
 
 
+async def collect_until_closed(reader: asyncio.StreamReader, deadline: float) -> bytes:
+    """Everything the server sends until it closes (or resets); fails if not closed by ``deadline``."""
+    loop = asyncio.get_running_loop()
+    data = b""
+    while True:
+        try:
+            chunk = await asyncio.wait_for(reader.read(65536), max(0.01, deadline - loop.time()))
+        except (ConnectionError, ssl.SSLError):
+            return data
+        except asyncio.TimeoutError:
+            raise AssertionError("the server did not close") from None
+        if not chunk:
+            return data
+        data += chunk
+
+
 async def exchange(
     port: int, context: ssl.SSLContext | None, request: bytes, *, rate: float | None = None
 ) -> tuple[bytes, float]:
@@ -186,18 +182,7 @@ async def exchange(
                 await asyncio.sleep(2 / rate)
                 if reader._buffer or reader.at_eof():  # answered (or closed): stop writing
                     break
-        answer = b""
-        deadline = start + 4 * SERVER_TIMEOUT + 2
-        while True:
-            try:
-                chunk = await asyncio.wait_for(reader.read(65536), max(0.01, deadline - loop.time()))
-            except (ConnectionError, ssl.SSLError):
-                break
-            except asyncio.TimeoutError:
-                raise AssertionError("the server did not close") from None
-            if not chunk:
-                break
-            answer += chunk
+        answer = await collect_until_closed(reader, start + 4 * SERVER_TIMEOUT + 2)
         return answer, loop.time() - start
     finally:
         writer.transport.abort()
@@ -263,18 +248,7 @@ async def raw_tls_peer(port: int, first: bytes, *, limit: float) -> tuple[bytes,
         writer.write(first)
         loop = asyncio.get_running_loop()
         start = loop.time()
-        data = b""
-        deadline = start + limit
-        while True:
-            try:
-                chunk = await asyncio.wait_for(reader.read(65536), max(0.01, deadline - loop.time()))
-            except ConnectionError:
-                break
-            except asyncio.TimeoutError:
-                raise AssertionError("the server did not close") from None
-            if not chunk:
-                break
-            data += chunk
+        data = await collect_until_closed(reader, start + limit)
         return data, loop.time() - start
     finally:
         writer.transport.abort()
