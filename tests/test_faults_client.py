@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from faultproxy import FaultProxy, Link
 from hostile_peers import ServerProcess, StreamChecker, checked_fields, open_fds, rss_kib
-from netutil import run
+from netutil import LOOPS, run
 
 import ncplib
 from ncplib.packets import decode_packet
@@ -147,8 +147,9 @@ EXPECTED: dict[str, type[ncplib.NCPError]] = {
 }
 
 
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("kind", sorted(EXPECTED))
-def test_a_link_cut_mid_packet_raises_in_time_and_loses_nothing_before(kind: str) -> None:
+def test_a_link_cut_mid_packet_raises_in_time_and_loses_nothing_before(kind: str, loop: str) -> None:
     async def main(server: ServerProcess) -> None:
         async with proxied(server, record=True) as proxy, client(proxy.port) as connection:
             stream = Stream(connection)
@@ -170,7 +171,7 @@ def test_a_link_cut_mid_packet_raises_in_time_and_loses_nothing_before(kind: str
                 await asyncio.wait_for(connection.recv(), 2 * TIMEOUT)
 
     with ServerProcess("load", TIMEOUT) as server:
-        run(lambda: main(server), timeout=60)
+        run(lambda: main(server), loop=loop, timeout=60)
 
 
 def test_a_server_killed_and_restarted_on_its_port() -> None:
@@ -217,6 +218,38 @@ def test_a_server_killed_and_restarted_on_its_port() -> None:
             await baseline.check()
 
     run(main, timeout=60)
+
+
+def test_the_server_lets_go_of_clients_that_vanished() -> None:
+    """
+    Clients blackholed (gone without a FIN) or stalled: the server closes their connections at
+    the timeout and releases them (its own count of connections served drops back), while a
+    direct client is served throughout.
+    """
+
+    async def served(connection: ncplib.Connection) -> int:
+        return int((await connection.send("DSPC", "CONN").recv())["OPEN"])
+
+    async def main(server: ServerProcess) -> None:
+        async with proxied(server) as proxy, client(server.port) as direct:
+            clients = [await ncplib.connect(HOST, proxy.port, timeout=TIMEOUT) for _ in range(10)]
+            try:
+                assert await served(direct) == 11
+                await proxy.cut("blackhole", mid_packet=False)
+                loop = asyncio.get_running_loop()
+                start = loop.time()
+                while await served(direct) > 1:
+                    assert loop.time() < start + 4 * TIMEOUT, "the server kept the vanished clients"
+                    await asyncio.sleep(0.1)
+                DETECTED["server: vanished clients released"] = loop.time() - start
+                print(f"\nserver released 10 vanished clients {loop.time() - start:.1f} s after the fault")
+            finally:
+                for connection in clients:
+                    connection.transport.abort()
+                await asyncio.gather(*(connection.wait_closed() for connection in clients))
+
+    with ServerProcess("load", TIMEOUT) as server:
+        run(lambda: main(server), timeout=60)
 
 
 # Bad links that still work: everything must arrive, in order and intact.

@@ -270,6 +270,34 @@ def test_max_connections_refuses_at_once_and_logs_once_per_burst(caplog: pytest.
     assert len(starts) <= 3, [r.getMessage() for r in starts]
 
 
+def test_max_connections_over_tls(certificate: tuple[Path, Path]) -> None:
+    """Over TLS a connection over the limit is refused once its TLS handshake is done."""
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(*certificate)
+    context = client_context(certificate)
+
+    async def echo(connection: ncplib.Connection) -> None:
+        with contextlib.suppress(ncplib.NCPError):
+            async for field in connection:
+                field.send(**field)
+
+    async def main() -> None:
+        async with serving(echo, timeout=TIMEOUT, ssl=server_context, max_connections=2) as (_, port):
+            held = [await connect(port, context, False) for _ in range(2)]
+            try:
+                for _ in range(5):
+                    with pytest.raises(ncplib.NCPError) as refused:
+                        await connect(port, context, False)
+                    assert not isinstance(refused.value, ncplib.NetworkTimeoutError), refused.value
+                assert (await held[0].send("DSPC", "GPS", X=5).recv())["X"] == 5
+            finally:
+                for connection in held:
+                    connection.close()
+                await asyncio.gather(*(connection.wait_closed() for connection in held))
+
+    netutil.run(main, timeout=60)
+
+
 def test_max_connections_must_be_positive() -> None:
     async def main() -> None:
         with pytest.raises(ValueError, match="max_connections"):
