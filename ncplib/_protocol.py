@@ -42,6 +42,8 @@ _SMALL_BUFFER = 16 * 1024
 # The least room offered for one read, even at the high-water mark.
 _MIN_READ = 64 * 1024
 _HEAD_END = b"\r\n\r\n"
+# drain() lets the event loop run at least once every this many calls.
+_DRAIN_YIELD_EVERY = 16
 
 
 def _has_native_writelines(transport: asyncio.BaseTransport) -> bool:
@@ -88,6 +90,7 @@ class NCPProtocol(asyncio.BufferedProtocol):
         self._waiters: list[tuple[asyncio.Future[None], float, float]] = []
         # One timer per connection enforces every wait's timeout (see _on_deadline).
         self._deadline: asyncio.TimerHandle | None = None
+        self._deadline_at = 0.0
         self._drain_waiters: deque[asyncio.Future[None]] = deque()
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._made = False
@@ -96,10 +99,13 @@ class NCPProtocol(asyncio.BufferedProtocol):
         self._error: BaseException | None = None
         self._read_paused = False
         self._write_paused = False
+        # drain() calls since it last let the event loop run.
+        self._drains_unyielded = 0
         self.last_received = self._loop.time()
-        # When the first bytes of a packet not yet complete (or read) arrived; None when no such
-        # bytes are held. A packet must arrive whole within the timeout from then, so a peer
-        # that trickles bytes cannot hold the connection forever.
+        # When bytes first arrived since the last packet was taken; None when none have. A wait
+        # times out a timeout after this time when it is set (else after the wait's start), so
+        # a peer that trickles bytes of a packet that never completes cannot hold the
+        # connection forever (see wait_data).
         self._pending_since: float | None = None
         self._pending: list[Any] | None = None
         self._write_buffers: Callable[[Sequence[Any]], None] = self._writelines_joined
@@ -135,9 +141,11 @@ class NCPProtocol(asyncio.BufferedProtocol):
         view = self.reader.get_buffer(sizehint)
         # One read must not carry the held bytes far past the high-water mark (the reader's
         # buffer grows when packets wait to be read, so it can offer more room than that).
-        room = self.high_water - self.reader.buffered
-        if len(view) > room:
-            view = view[: max(room, _MIN_READ)]
+        # Never cut below _MIN_READ: smaller views need no look.
+        if len(view) > _MIN_READ:
+            room = self.high_water - self.reader.buffered
+            if len(view) > room:
+                view = view[: max(room, _MIN_READ)]
         return view
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -150,9 +158,8 @@ class NCPProtocol(asyncio.BufferedProtocol):
             self._head_updated(nbytes)
             return
         reader = self.reader
-        needed = reader.bytes_needed
         try:
-            reader.buffer_updated(nbytes)
+            complete = reader.buffer_updated(nbytes)
         except DecodeError as ex:
             self._fail(ex)
             return
@@ -160,10 +167,10 @@ class NCPProtocol(asyncio.BufferedProtocol):
             # Nobody is waiting for a packet: stop reading until the application catches up.
             # (Never while someone waits: the packet they wait for may be the one arriving.)
             self._pause_reading()
-        if nbytes >= needed or self._read_paused:
-            # A packet (or at least its header) is complete: worth a look. Or reading just
-            # paused in the middle of a packet larger than the high-water mark: a consumer
-            # without a waiter (on_data) must look, find no packet and so let reading resume.
+        if complete or self._read_paused:
+            # Also when reading just paused inside a packet larger than the high-water mark: a
+            # consumer without a waiter (on_data) must look, find no packet and so let reading
+            # resume, or the packet never arrives.
             self._wake()
 
     def eof_received(self) -> bool:
@@ -252,8 +259,9 @@ class NCPProtocol(asyncio.BufferedProtocol):
             self._fail(ex)
             raise
         if packet is not None:
-            # A packet arrived whole: whatever follows it gets a full timeout of its own.
-            self._pending_since = self._loop.time() if self.reader.buffered else None
+            # A packet arrived whole: whatever follows it gets a full timeout of its own,
+            # counted from the next bytes to arrive or the next wait, whichever comes first.
+            self._pending_since = None
             if self._read_paused and self.reader.buffered <= self.high_water // 4:
                 self._resume_reading()
         elif self._read_paused:
@@ -304,10 +312,11 @@ class NCPProtocol(asyncio.BufferedProtocol):
             deadline = self._deadline
             # A wait is the common case, one per packet: the timer armed for an earlier wait
             # usually fires first, and _on_deadline arms it again for the waits still open.
-            if deadline is None or deadline.when() > due:
+            if deadline is None or self._deadline_at > due:
                 if deadline is not None:
                     deadline.cancel()
                 self._deadline = loop.call_at(due, self._on_deadline)
+                self._deadline_at = due
         else:
             waiters.append((waiter, 0.0, 0.0))
         return waiter
@@ -329,6 +338,7 @@ class NCPProtocol(asyncio.BufferedProtocol):
                 next_due = due
         if next_due is not None and not self._lost:
             self._deadline = loop.call_at(next_due, self._on_deadline)
+            self._deadline_at = next_due
 
     def _caught_up(self) -> None:
         """The application has read everything complete: reading paused for it resumes."""
@@ -431,6 +441,11 @@ class NCPProtocol(asyncio.BufferedProtocol):
         """
         Waits while the transport's write buffer is above its high-water mark.
 
+        Every ``_DRAIN_YIELD_EVERY`` calls that had no reason to wait, it lets the event loop run
+        once all the same: a sender that loops on ``send(); await drain()`` while the socket
+        takes everything would otherwise hold the loop, and every other connection, for as long
+        as it has something to send.
+
         :raises ncplib.NCPError: why the connection broke, or :exc:`ncplib.ConnectionClosed`.
         """
         self.flush()
@@ -439,7 +454,12 @@ class NCPProtocol(asyncio.BufferedProtocol):
                 self.raise_if_broken()
                 raise ConnectionClosed("Connection closed")
             if not self._write_paused:
+                self._drains_unyielded += 1
+                if self._drains_unyielded >= _DRAIN_YIELD_EVERY:
+                    self._drains_unyielded = 0
+                    await asyncio.sleep(0)
                 return
+            self._drains_unyielded = 0
             waiter: asyncio.Future[None] = self._loop.create_future()
             self._drain_waiters.append(waiter)
             await waiter

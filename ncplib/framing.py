@@ -23,8 +23,12 @@ from struct import Struct
 from typing import NoReturn
 
 from ncplib import _wire as w
+from ncplib.codec import impl as _codec
 from ncplib.errors import DecodeError
-from ncplib.packets import Packet, decode_packet
+from ncplib.packets import Packet
+
+# The codec's decoder itself (ncplib.packets.decode_packet documents it), one call less per packet.
+_decode_packet = _codec.decode_packet
 
 __all__ = ["PacketReader", "DEFAULT_MAX_PACKET_SIZE"]
 
@@ -42,8 +46,11 @@ _OWN_BUFFER_SIZE = 64 * 1024
 _SHARED_BUFFER_SIZE = 16 * 1024
 # Shared buffers kept for reuse, by all readers of the process (allocating and clearing one costs
 # about as much as receiving a small packet). Bounded: beyond this, released buffers are freed.
-_POOL_SIZE = 64
+_POOL_SIZE = 128
 _pool: list[bytearray] = []
+# What a reader holding no bytes has instead of a shared buffer; never written to (get_buffer
+# takes a real one first).
+_NO_BUFFER = bytearray()
 # A packet's own buffer starts at most this large and grows as bytes arrive, so that memory
 # follows what a peer really sent, not what its header claims (see _grow_own).
 _OWN_BUFFER_START = 1024 * 1024
@@ -88,8 +95,8 @@ class PacketReader:
             import numpy  # noqa: F401  (fail now, not on the first array)
         self.max_packet_size = max_packet_size
         self.use_numpy = use_numpy
-        # Empty while nothing is held (see _SHARED_BUFFER_SIZE).
-        self._buf = bytearray()
+        # _NO_BUFFER while nothing is held (see _SHARED_BUFFER_SIZE).
+        self._buf = _NO_BUFFER
         self._start = 0
         self._end = 0
         self._own: bytearray | None = None
@@ -154,12 +161,14 @@ class PacketReader:
                 self._buf = grown
         return memoryview(self._buf)[self._end :]
 
-    def buffer_updated(self, nbytes: int) -> None:
+    def buffer_updated(self, nbytes: int) -> bool:
         """
         Records that ``nbytes`` bytes were written into the memory from :meth:`get_buffer`.
 
         :raises ncplib.DecodeError: if the header of the next packet to read is invalid or
             announces a packet larger than ``max_packet_size``, or the reader has failed before.
+        :returns: Whether :meth:`next_packet` now has something to return (a packet, or the
+            error of a bad header behind the packets held).
         """
         if self._error is not None:
             raise self._error
@@ -171,10 +180,13 @@ class PacketReader:
                 self._ready_bytes += len(own)
                 self._own = None
                 self._own_filled = 0
-        elif self._pending is None:
+                return True
+            return bool(self._ready)
+        if self._pending is None:
             self._end += nbytes
             self._check_headers()
         # else: the stream is known to be broken; the bytes are dropped.
+        return self._next_header > self._start or self._pending is not None or bool(self._ready)
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """
@@ -221,49 +233,46 @@ class PacketReader:
             if self._ready:
                 own = self._ready.popleft()
                 self._ready_bytes -= len(own)
-                return decode_packet(own, self.use_numpy)
+                return _decode_packet(own, self.use_numpy)  # type: ignore[no-any-return]
             start = self._start
             if start < self._next_header:
                 # Complete, and its header already checked when it arrived (_check_headers).
-                size = self._packet_size(start)
-                return self._take_shared_packet(start, size)
-            self._check_header()
-            if self._own is not None:
-                return None
-            start = self._start
-            if self._end - start < w.PACKET_HEADER_SIZE:
-                if self._pending is not None and start == self._end:
-                    raise self._pending
-                return None
-            size = self._packet_size(start)
-            if self._end - start < size:
-                return None
-            return self._take_shared_packet(start, size)
+                return self._take_shared_packet(start)
+            # _check_headers moves the mark past every packet complete when it arrives: the one
+            # at the start is not complete yet (or a bad header stopped the stream there).
+            if self._pending is not None and start == self._end:
+                raise self._pending
+            return None
         except DecodeError as ex:
             self._error = ex
             raise
 
-    def _take_shared_packet(self, start: int, size: int) -> Packet:
+    def _take_shared_packet(self, start: int) -> Packet:
         """Decodes the complete packet at ``start`` in the shared buffer and moves past it."""
         buf = self._buf
-        end = start + size
+        end = start + int(_HEADER_PREFIX.unpack_from(buf, start)[2]) * 4
         self._start = end
+        packet: Packet
         if self.use_numpy:
             # A copy of its own: the arrays view it, and the shared buffer is reused.
-            packet = decode_packet(buf[start:end], True)
+            packet = _decode_packet(buf[start:end], True)
         else:
             # Decoded values never refer to the buffer they came from: decode in place.
-            packet = decode_packet(memoryview(buf)[start:end], False)
+            packet = _decode_packet(memoryview(buf)[start:end], False)
         if end == self._end and self._pending is None:
             # Everything received has been read: the buffer is not needed until more arrives.
-            self._release_shared()
+            # (_release_shared, inlined: this is once per packet on a quiet connection.)
+            self._start = self._end = self._next_header = 0
+            self._buf = _NO_BUFFER
+            if len(buf) == _SHARED_BUFFER_SIZE and len(_pool) < _POOL_SIZE:
+                _pool.append(buf)
         return packet
 
     def _release_shared(self) -> None:
         """Gives the (empty) shared buffer back to the pool; get_buffer takes one again."""
         buf = self._buf
         self._start = self._end = self._next_header = 0
-        self._buf = bytearray()
+        self._buf = _NO_BUFFER
         if len(buf) == _SHARED_BUFFER_SIZE and len(_pool) < _POOL_SIZE:
             _pool.append(buf)
 
@@ -281,24 +290,29 @@ class PacketReader:
 
     def _check_headers(self) -> None:
         """
-        Validates every packet header that has arrived in the shared buffer.
+        Validates every packet header that has arrived in the shared buffer, and moves the mark
+        of complete packets (``_next_header``) past those now complete.
 
-        A bad header fails the stream as soon as it arrives, even behind complete packets not
-        yet read, so that a peer cannot make the buffer grow behind an impossible packet.
+        A bad header at the start of the held bytes raises at once. One behind complete packets
+        not yet read fails the stream as soon as it arrives too (nothing from it on is kept, so
+        a peer cannot make the buffer grow behind an impossible packet), but is raised once
+        those packets have been read.
         """
-        self._check_header()
-        if self._own is not None:
-            return
-        pos = max(self._next_header, self._start)
+        start = self._start
+        pos = max(self._next_header, start)
         end = self._end
         while end - pos >= w.PACKET_HEADER_SIZE:
             size, problem = self._inspect_header(pos)
             if problem is not None:
-                # The packets before it are still delivered; nothing from it on is kept.
+                if pos == start:
+                    self._fail(problem)
                 self._pending = DecodeError(problem)
                 self._end = pos
                 break
             if end - pos < size:
+                if pos == start and size >= _OWN_BUFFER_SIZE:
+                    self._move_to_own(size)
+                    return
                 break
             pos += size
         self._next_header = pos
@@ -315,24 +329,17 @@ class PacketReader:
             return size, f"Packet of {size} bytes exceeds the maximum of {self.max_packet_size} bytes"
         return size, None
 
-    def _check_header(self) -> None:
-        """Validates the header at the start of the buffered bytes, once it has arrived."""
+    def _move_to_own(self, size: int) -> None:
+        """Moves the partial large packet at the start into a buffer of its own, received into from now on."""
         start = self._start
         available = self._end - start
-        if available < w.PACKET_HEADER_SIZE:
-            return
-        size, problem = self._inspect_header(start)
-        if problem is not None:
-            self._fail(problem)
-        if size > available and size >= _OWN_BUFFER_SIZE:
-            # Move the partial packet into a buffer of its own, received into from now on.
-            start_size = max(_OWN_BUFFER_START, 2 * available)
-            own = bytearray(size if 2 * start_size > size else start_size)
-            own[:available] = memoryview(self._buf)[start : self._end]
-            self._own = own
-            self._own_filled = available
-            self._own_size = size
-            self._release_shared()
+        start_size = max(_OWN_BUFFER_START, 2 * available)
+        own = bytearray(size if 2 * start_size > size else start_size)
+        own[:available] = memoryview(self._buf)[start : self._end]
+        self._own = own
+        self._own_filled = available
+        self._own_size = size
+        self._release_shared()
 
     def _grow_own(self) -> None:
         # A new buffer, not a resize: the caller may still hold a view of the old one. While the

@@ -400,11 +400,12 @@ def test_silent_nodes_are_caught_by_the_timeout(loop: str) -> None:
                 fleet.subscribe("DSPL", "SWEP")
                 async with fleet:
                     silent_node, mute_node, good = fleet.nodes
-                    await consume(fleet, lambda: accepted["silent"] >= 2 and accepted["mute"] >= 2)
+                    # Timed out, and (for the one that completes handshakes) connected again.
+                    await consume(fleet, lambda: silent_node.reconnects >= 1 and accepted["mute"] >= 2)
                     for node in (silent_node, mute_node):
                         assert isinstance(node.last_error, ncplib.NetworkTimeoutError), node.last_error
                         assert node.fields == 0
-                    assert silent_node.reconnects >= 1
+                    assert accepted["silent"] >= 2
                     before = good.fields
                     await consume(fleet, lambda: good.fields > before)
                     assert good.connected and good.last_error is None
@@ -483,6 +484,11 @@ def test_close_leaves_no_task_socket_or_timer(loop: str) -> None:
             return sum(not handle.cancelled() for handle in scheduled)
 
         with ServerProcess("node", 10, rate=50) as first, ServerProcess("load", 10) as second:
+            # Warm up what the event loop creates once and keeps (uvloop's resolver threads).
+            async with await ncplib.connect("127.0.0.1", first.port, timeout=10):
+                pass
+            with pytest.raises(ncplib.NetworkError):
+                await ncplib.connect("127.0.0.1", closed_port())
             fds, tasks, timer_count = open_fds(), len(asyncio.all_tasks()), timers()
             fleet = ncplib.Fleet(
                 [f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}", f"127.0.0.1:{closed_port()}"],
@@ -498,7 +504,9 @@ def test_close_leaves_no_task_socket_or_timer(loop: str) -> None:
                 )
                 # A node in its backoff delay, two connected with data waiting: all must go.
                 assert refused.retry_delay >= 5.0
-                assert len(asyncio.all_tasks()) > tasks and timers() > timer_count
+                assert len(asyncio.all_tasks()) > tasks
+                if hasattr(current_loop, "_scheduled"):
+                    assert timers() > timer_count
             assert len(asyncio.all_tasks()) == tasks
             assert open_fds() == fds
             assert timers() == timer_count

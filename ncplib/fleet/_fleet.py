@@ -412,7 +412,9 @@ class Fleet:
         delay = 0.0
         first = True
         try:
-            while True:
+            # Not "while True": before Python 3.12, asyncio.wait_for (inside connect) can swallow
+            # the cancellation that close() sends when it coincides with the connection's end.
+            while not self._closing:
                 if delay > 0:
                     node.retry_delay = delay
                     await asyncio.sleep(delay)
@@ -430,8 +432,16 @@ class Fleet:
                     self._failed(node, ex)
                     delay = backoff.next_delay()
                     continue
+                if self._closing:
+                    connection.close()
+                    await connection.wait_closed()
+                    break
                 connected_at = loop.time()
-                reason = await self._serve(node, connection, first)
+                try:
+                    reason = await self._serve(node, connection, first)
+                except Exception as ex:  # pragma: no cover - a bug: keep the node going
+                    logger.exception("%s: unexpected error", node.address)
+                    reason = ex
                 first = False
                 if loop.time() - connected_at >= self._stable_after:
                     backoff.reset()
