@@ -13,7 +13,8 @@ Helpers for the hostile-peer, fault and load tests (always on 127.0.0.1, port 0)
 - Streams to check: :func:`checked_fields` builds and :class:`StreamChecker` verifies fields with
   sequence numbers and checksums.
 - Resources: :func:`open_fds`, :func:`rss_kib` and :func:`peak_rss_kib` (Linux ``/proc``; they
-  return :data:`None` elsewhere), :func:`raise_fd_limit`.
+  return :data:`None` elsewhere), :func:`raise_fd_limit`, :func:`scheduled_timers`, and
+  :class:`Baseline` (tasks, descriptors and timers before a test, checked after it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import array
 import asyncio
 import contextlib
+import gc
 import os
 import random
 import struct
@@ -53,6 +55,8 @@ __all__ = [
     "rss_kib",
     "peak_rss_kib",
     "raise_fd_limit",
+    "scheduled_timers",
+    "Baseline",
 ]
 
 HERE = Path(__file__).resolve().parent
@@ -404,6 +408,35 @@ def rss_kib(pid: int | None = None) -> int | None:
 def peak_rss_kib(pid: int | None = None) -> int | None:
     """The peak resident set size of a process in KiB, or :data:`None`."""
     return _status(pid, "VmHWM")
+
+
+def scheduled_timers() -> int:
+    """Timers not cancelled on the running loop (asyncio's loop keeps them in ``_scheduled``)."""
+    loop = asyncio.get_running_loop()
+    return sum(1 for handle in getattr(loop, "_scheduled", []) if not handle.cancelled())
+
+
+class Baseline:
+    """Tasks, file descriptors and timers before a test; :meth:`check` compares after it."""
+
+    def __init__(self) -> None:
+        gc.collect()
+        self.tasks = asyncio.all_tasks()
+        self.fds = open_fds()
+        self.timers = scheduled_timers()
+
+    async def check(self) -> None:
+        await asyncio.sleep(0.05)
+        gc.collect()
+        left = asyncio.all_tasks() - self.tasks
+        assert not left, left
+        assert scheduled_timers() <= self.timers, "timers left behind"
+        if self.fds is not None:
+            for _ in range(100):
+                if open_fds() == self.fds:
+                    break
+                await asyncio.sleep(0.05)
+            assert open_fds() == self.fds, "sockets left behind"
 
 
 @contextlib.contextmanager

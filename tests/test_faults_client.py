@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from faultproxy import FaultProxy, Link
-from hostile_peers import ServerProcess, StreamChecker, checked_fields, open_fds, rss_kib
+from hostile_peers import Baseline, ServerProcess, StreamChecker, checked_fields, rss_kib
 from netutil import LOOPS, run
 
 import ncplib
@@ -32,35 +32,6 @@ pytestmark = [pytest.mark.hostile, pytest.mark.slow]
 #: The shortest timeout a client can negotiate: faults that leave the link silent take this long.
 TIMEOUT = 5
 HOST = "127.0.0.1"
-
-
-def scheduled_timers() -> int:
-    """Timers not cancelled on the running loop (asyncio's loop keeps them in ``_scheduled``)."""
-    loop = asyncio.get_running_loop()
-    return sum(1 for handle in getattr(loop, "_scheduled", []) if not handle.cancelled())
-
-
-class Baseline:
-    """Tasks, file descriptors and timers before a test; :meth:`check` compares after it."""
-
-    def __init__(self) -> None:
-        gc.collect()
-        self.tasks = asyncio.all_tasks()
-        self.fds = open_fds()
-        self.timers = scheduled_timers()
-
-    async def check(self) -> None:
-        await asyncio.sleep(0.05)
-        gc.collect()
-        left = asyncio.all_tasks() - self.tasks
-        assert not left, left
-        assert scheduled_timers() <= self.timers, "timers left behind"
-        if self.fds is not None:
-            for _ in range(100):
-                if open_fds() == self.fds:
-                    break
-                await asyncio.sleep(0.05)
-            assert open_fds() == self.fds, "sockets left behind"
 
 
 def seqns_forwarded(link: Link) -> list[int]:

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 from faultproxy import FaultProxy
-from hostile_peers import ServerProcess, StreamChecker, rss_kib
+from hostile_peers import Baseline, ServerProcess, StreamChecker, rss_kib
 from netutil import run
-from test_faults_client import EXPECTED, TIMEOUT, Baseline, seqns_forwarded
+from test_faults_client import EXPECTED, TIMEOUT, seqns_forwarded
 
 import ncplib
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from hostile_peers import EchoLoop, open_fds, packet
+from hostile_peers import Baseline, EchoLoop, packet
 from netutil import run, serving
 
 import ncplib
@@ -82,22 +82,14 @@ async def attacked(tls: ssl.SSLContext | None, client_context: ssl.SSLContext | 
         GoodClient(port, client_context),
     ):
         pass
-    fds = open_fds()
-    tasks = asyncio.all_tasks()
+    baseline = Baseline()
     async with (
         serving(echo, timeout=SERVER_TIMEOUT, ssl=tls, authenticate=check_credentials) as (_, port),
         GoodClient(port, client_context) as good,
     ):
         yield port
         await good.finish()
-    await asyncio.sleep(0.05)
-    assert not asyncio.all_tasks() - tasks
-    if fds is not None:
-        for _ in range(100):
-            if open_fds() == fds:
-                break
-            await asyncio.sleep(0.05)
-        assert open_fds() == fds
+    await baseline.check()
 
 
 async def echo(connection: ncplib.Connection) -> None:
