@@ -1,7 +1,8 @@
 """
 The faults of ``test_faults_client.py`` under :class:`ncplib.Fleet`: a stall, a blackhole, a
-reset and a close in the middle of a packet, and a node killed with ``kill -9`` and started again
-on its port. For each: the node's ``last_error`` says what happened (nothing is raised out of the
+reset and a close in the middle of a packet, a node killed with ``kill -9`` and started again
+on its port, and slow links (latency, a bandwidth limit, one byte per segment; latency beyond
+the timeout). For each: the node's ``last_error`` says what happened (nothing is raised out of the
 loop), every field of the broken connection that got through whole was delivered intact and in
 order, the fleet reconnects and resumes the subscription, and once closed nothing is left
 behind; over 100 reset cycles RSS stays flat.
@@ -17,7 +18,7 @@ import pytest
 from faultproxy import FaultProxy
 from hostile_peers import Baseline, ServerProcess, StreamChecker, rss_kib
 from netutil import run
-from test_faults_client import EXPECTED, TIMEOUT, seqns_forwarded
+from test_faults_client import EXPECTED, SLOW_LINKS, TIMEOUT, seqns_forwarded
 
 import ncplib
 
@@ -94,6 +95,60 @@ def test_a_fleet_resumes_after_a_link_cut_mid_packet(kind: str) -> None:
                 assert node.reconnects >= 1
                 first = streams.order[0]
                 assert streams.seqns[first] == seqns_forwarded(link)
+                assert not streams.problems(), streams.problems()[:5]
+                await streams.stop()
+            await fleet.wait_closed()
+            proxy.close_links()
+        await baseline.check()
+
+    with ServerProcess("load", TIMEOUT) as server:
+        run(lambda: main(server), timeout=90)
+
+
+@pytest.mark.parametrize("name", sorted(SLOW_LINKS))
+def test_a_fleet_over_a_slow_or_fragmented_link_loses_nothing(name: str) -> None:
+    async def main(server: ServerProcess) -> None:
+        baseline = Baseline()
+        with FaultProxy(server.port) as proxy:
+            proxy.set("down", **SLOW_LINKS[name])
+            proxy.set("up", **SLOW_LINKS[name])
+            fleet = new_fleet(proxy.port)
+            async with fleet:
+                streams = Streams(fleet)
+                await streams.until(1, 100)
+                node = fleet.nodes[0]
+                assert node.reconnects == 0 and node.last_error is None, node.last_error
+                assert not streams.problems(), streams.problems()[:5]
+                await streams.stop()
+            await fleet.wait_closed()
+            proxy.close_links()
+        await baseline.check()
+
+    with ServerProcess("load", TIMEOUT) as server:
+        run(lambda: main(server), timeout=90)
+
+
+def test_a_fleet_retries_while_the_latency_exceeds_the_timeout() -> None:
+    """Each attempt fails at the handshake deadline; once the link is fast again, it connects."""
+
+    async def main(server: ServerProcess) -> None:
+        baseline = Baseline()
+        with FaultProxy(server.port) as proxy:
+            proxy.set("down", delay=TIMEOUT + 1)
+            fleet = new_fleet(proxy.port)
+            async with fleet:
+                streams = Streams(fleet)
+                node = fleet.nodes[0]
+                loop = asyncio.get_running_loop()
+                end = loop.time() + DEADLINE
+                while node.attempts < 2:
+                    assert loop.time() < end, "the fleet did not retry"
+                    await asyncio.sleep(0.05)
+                assert isinstance(node.last_error, ncplib.NetworkTimeoutError), repr(node.last_error)
+                assert not node.connected
+                proxy.set("down", delay=0.0)
+                proxy.close_links()
+                await streams.until(1, 50)
                 assert not streams.problems(), streams.problems()[:5]
                 await streams.stop()
             await fleet.wait_closed()
