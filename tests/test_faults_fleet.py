@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from faultproxy import FaultProxy
 from hostile_peers import Baseline, ServerProcess, StreamChecker, rss_kib
-from netutil import run
+from netutil import packet_bytes, raw_handshake, raw_server, run
 from test_faults_client import EXPECTED, SLOW_LINKS, TIMEOUT, seqns_forwarded
 
 import ncplib
@@ -233,3 +233,41 @@ def test_a_hundred_fleet_reconnections_leave_nothing_behind() -> None:
     print(f"\nfleet fault cycles: {figures}")
     assert figures["reconnects"] >= 110
     assert figures["rss KiB after"] - figures["rss KiB before"] < 16 * 1024, figures
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Fleet's silence check counts any byte as life: a node trickling bytes is never timed out",
+)
+def test_a_fleet_times_out_a_node_that_trickles_bytes() -> None:
+    """
+    A node that completes the handshake, then sends one byte of a packet every 0.3 s: a
+    :class:`~ncplib.Connection` times it out (no complete packet within the timeout), and so
+    should a fleet, then reconnect. Today the fleet's own check looks at the time of the last
+    byte received, so the node holds its connection for ever.
+    """
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await raw_handshake(reader, writer)
+        data = packet_bytes("DSPL", [("SWEP", 1, {"X": 1})])
+        for i in range(1000):
+            writer.write(data[i % len(data) : i % len(data) + 1])
+            await asyncio.sleep(0.3)
+
+    async def main() -> None:
+        async with raw_server(trickle) as port:
+            fleet = Fleet([f"{HOST}:{port}"], timeout=TIMEOUT, reconnect_delay=(0.05, 0.5))
+            async with fleet:
+                streams = Streams(fleet)
+                node = fleet.nodes[0]
+                loop = asyncio.get_running_loop()
+                end = loop.time() + 2 * TIMEOUT + 2
+                while node.last_error is None:
+                    if loop.time() > end:
+                        break
+                    await asyncio.sleep(0.1)
+                await streams.stop()
+            await fleet.wait_closed()
+            assert isinstance(node.last_error, ncplib.NetworkTimeoutError), repr(node.last_error)
+
+    run(main, timeout=60)
