@@ -24,8 +24,10 @@ joined and large ones written one by one. ``pause_writing``/``resume_writing`` d
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, cast
 
 from ncplib.errors import ConnectionClosed, DecodeError, NetworkError, NetworkTimeoutError
@@ -82,7 +84,15 @@ class NCPProtocol(asyncio.BufferedProtocol):
         self.reader = PacketReader(max_packet_size=max_packet_size, use_numpy=use_numpy)
         self.transport = None
         self.high_water = high_water
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
+        # The loop's clock and futures, without a Python method call per packet where the loop
+        # is asyncio's own (whose time() is time.monotonic() and create_future() a Future).
+        self._time: Callable[[], float] = loop.time
+        self._new_future: Callable[[], asyncio.Future[None]] = loop.create_future
+        if type(loop).time is asyncio.BaseEventLoop.time:
+            self._time = time.monotonic
+        if type(loop).create_future is asyncio.BaseEventLoop.create_future:
+            self._new_future = partial(asyncio.Future, loop=loop)
         self._head: bytearray | None = bytearray(MAX_HEAD_SIZE) if head_mode else None
         self._head_len = 0
         self._head_done: bytes | None = None
@@ -149,7 +159,7 @@ class NCPProtocol(asyncio.BufferedProtocol):
         return view
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.last_received = self._loop.time()
+        self.last_received = self._time()
         if self._error is not None:
             return
         if self._pending_since is None:
@@ -162,6 +172,10 @@ class NCPProtocol(asyncio.BufferedProtocol):
             complete = reader.buffer_updated(nbytes)
         except DecodeError as ex:
             self._fail(ex)
+            return
+        if complete and self._waiters:
+            # Someone waits for this packet: no reason to pause.
+            self._wake()
             return
         if not self._read_paused and reader.buffered > self.high_water and not self._someone_waits():
             # Nobody is waiting for a packet: stop reading until the application catches up.
@@ -247,26 +261,34 @@ class NCPProtocol(asyncio.BufferedProtocol):
 
     def next_packet(self) -> Packet | None:
         """
-        Decodes the next complete packet, or returns :data:`None`.
+        Decodes the next complete packet, or returns :data:`None` when none is complete yet.
+
+        Returning :data:`None` means the application has caught up: reading paused for flow
+        control resumes.
 
         :raises ncplib.DecodeError: if the stream is malformed; the transport is then closed.
+        :raises ncplib.NCPError: when nothing complete is held and no more can arrive, the
+            reason (see :meth:`raise_if_broken`).
         """
-        if self._head is not None:
-            return None
-        try:
-            packet = self.reader.next_packet()
-        except DecodeError as ex:
-            self._fail(ex)
-            raise
-        if packet is not None:
-            # A packet arrived whole: whatever follows it gets a full timeout of its own,
-            # counted from the next bytes to arrive or the next wait, whichever comes first.
-            self._pending_since = None
-            if self._read_paused and self.reader.buffered <= self.high_water // 4:
-                self._resume_reading()
-        elif self._read_paused:
+        reader = self.reader
+        if reader.complete:
+            try:
+                packet = reader.next_packet()
+            except DecodeError as ex:
+                self._fail(ex)
+                raise
+            if packet is not None:
+                # A packet arrived whole: whatever follows it gets a full timeout of its own,
+                # counted from the next bytes to arrive or the next wait, whichever comes first.
+                self._pending_since = None
+                if self._read_paused and reader.buffered <= self.high_water // 4:
+                    self._resume_reading()
+                return packet
+        if self._lost or self._error is not None or self.transport is None or self.transport.is_closing():
+            self.raise_if_broken()
+        if self._read_paused:
             self._caught_up()
-        return packet
+        return None
 
     def raise_if_broken(self) -> None:
         """
@@ -300,13 +322,13 @@ class NCPProtocol(asyncio.BufferedProtocol):
         loop = self._loop
         if self._read_paused:
             self._caught_up()
-        waiter: asyncio.Future[None] = loop.create_future()
+        waiter = self._new_future()
         waiters = self._waiters
         if waiters:
             # Waits withdrawn since the last wake-up.
             waiters[:] = [entry for entry in waiters if not entry[0].done()]
         if timeout > 0:
-            start = loop.time()
+            start = self._time()
             waiters.append((waiter, start, timeout))
             due = start + timeout
             deadline = self._deadline

@@ -364,7 +364,6 @@ class Connection(_AsyncFields):
             protocol = self._protocol
             packet = protocol.next_packet()
             if packet is None:
-                protocol.raise_if_broken()
                 return None
             packet_type, packet_id, timestamp, _info, packet_fields = packet
             debug = self.logger.isEnabledFor(logging.DEBUG)

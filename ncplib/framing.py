@@ -36,6 +36,9 @@ __all__ = ["PacketReader", "DEFAULT_MAX_PACKET_SIZE"]
 DEFAULT_MAX_PACKET_SIZE = 64 * 1024 * 1024
 
 _HEADER_PREFIX = Struct("<4s4sI")
+_HEADER_SIZE = w.PACKET_HEADER_SIZE
+_MAGIC = w.PACKET_HEADER_MAGIC
+_MIN_SIZE = w.MIN_PACKET_SIZE
 # Packets at least this large get a buffer of their own, received into directly and decoded in
 # place; smaller ones are collected in the shared buffer, several per read, and copied out.
 _OWN_BUFFER_SIZE = 64 * 1024
@@ -44,9 +47,14 @@ _OWN_BUFFER_SIZE = 64 * 1024
 # connection holds none. It grows (a new, larger one) when unread packets fill it; a grown one is
 # dropped, not pooled, so memory goes back to this size after a burst.
 _SHARED_BUFFER_SIZE = 16 * 1024
-# Shared buffers kept for reuse, by all readers of the process (allocating and clearing one costs
-# about as much as receiving a small packet). Bounded: beyond this, released buffers are freed.
-_POOL_SIZE = 128
+# A reader whose reads fill its buffer takes a larger fresh one next time (doubling), up to this;
+# larger ones are allocated for the burst and freed, never pooled.
+_MAX_READ_SIZE = 256 * 1024
+# Shared buffers kept for reuse, by all readers of the process: allocating and clearing one costs
+# about as much as receiving a small packet, and many connections may each hold one at a time
+# (all those read in one pass of the event loop). Bounded (8 MiB): beyond this, released
+# buffers are freed. The pool only ever holds what was in use at once before.
+_POOL_SIZE = 512
 _pool: list[bytearray] = []
 # What a reader holding no bytes has instead of a shared buffer; never written to (get_buffer
 # takes a real one first).
@@ -81,9 +89,11 @@ class PacketReader:
         "_own_filled",
         "_own_size",
         "_pending",
+        "_read_size",
         "_ready",
         "_ready_bytes",
         "_start",
+        "complete",
         "max_packet_size",
         "use_numpy",
     )
@@ -97,6 +107,8 @@ class PacketReader:
         self.use_numpy = use_numpy
         # _NO_BUFFER while nothing is held (see _SHARED_BUFFER_SIZE).
         self._buf = _NO_BUFFER
+        # The size of the next fresh shared buffer (see _MAX_READ_SIZE).
+        self._read_size = _SHARED_BUFFER_SIZE
         self._start = 0
         self._end = 0
         self._own: bytearray | None = None
@@ -110,6 +122,9 @@ class PacketReader:
         self._ready: deque[bytearray] = deque()
         self._ready_bytes = 0
         self._error: DecodeError | None = None
+        #: Whether :meth:`next_packet` has something to return (a packet, or an error); kept
+        #: up to date by every method, so a caller can skip asking when there is nothing.
+        self.complete = False
 
     @property
     def bytes_needed(self) -> int:
@@ -149,8 +164,21 @@ class PacketReader:
             return memoryview(self._own)[self._own_filled :]
         if self._start == self._end:
             self._start = self._end = self._next_header = 0
-            if len(self._buf) != _SHARED_BUFFER_SIZE:
-                self._buf = _take_shared()
+            size = self._read_size
+            if len(self._buf) != size:
+                if size > _SHARED_BUFFER_SIZE:
+                    self._buf = bytearray(size)
+                else:
+                    # A buffer from the pool, or a new one. (Pooled ones have this size, unless
+                    # it was changed since: tests and fuzzing do.)
+                    try:
+                        buf = _pool.pop()
+                    except IndexError:  # (checking first would race with other threads' readers)
+                        buf = _NO_BUFFER
+                    if len(buf) != _SHARED_BUFFER_SIZE:
+                        buf = bytearray(_SHARED_BUFFER_SIZE)
+                    self._buf = buf
+                    self._read_size = len(buf)
         elif len(self._buf) - self._end < 4096 or self._end > len(self._buf) // 2:
             self._compact()
             if len(self._buf) - self._end < 4096:
@@ -180,13 +208,24 @@ class PacketReader:
                 self._ready_bytes += len(own)
                 self._own = None
                 self._own_filled = 0
-                return True
-            return bool(self._ready)
+                self.complete = True
+            return self.complete
         if self._pending is None:
-            self._end += nbytes
+            end = self._end + nbytes
+            # A read that filled the buffer: the peer sends faster than one buffer per pass, so
+            # the next fresh buffer is larger (fewer reads); one that used little shrinks it.
+            if end == len(self._buf):
+                if self._read_size < _MAX_READ_SIZE:
+                    self._read_size *= 2
+            elif nbytes < self._read_size // 8 and self._read_size > _SHARED_BUFFER_SIZE:
+                self._read_size //= 2
+            self._end = end
             self._check_headers()
         # else: the stream is known to be broken; the bytes are dropped.
-        return self._next_header > self._start or self._pending is not None or bool(self._ready)
+        complete = self.complete = (
+            self._next_header > self._start or self._pending is not None or bool(self._ready)
+        )
+        return complete
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """
@@ -233,6 +272,9 @@ class PacketReader:
             if self._ready:
                 own = self._ready.popleft()
                 self._ready_bytes -= len(own)
+                self.complete = (
+                    bool(self._ready) or self._next_header > self._start or self._pending is not None
+                )
                 return _decode_packet(own, self.use_numpy)  # type: ignore[no-any-return]
             start = self._start
             if start < self._next_header:
@@ -242,9 +284,11 @@ class PacketReader:
             # at the start is not complete yet (or a bad header stopped the stream there).
             if self._pending is not None and start == self._end:
                 raise self._pending
+            self.complete = False
             return None
         except DecodeError as ex:
             self._error = ex
+            self.complete = True
             raise
 
     def _take_shared_packet(self, start: int) -> Packet:
@@ -264,8 +308,11 @@ class PacketReader:
             # (_release_shared, inlined: this is once per packet on a quiet connection.)
             self._start = self._end = self._next_header = 0
             self._buf = _NO_BUFFER
+            self.complete = False
             if len(buf) == _SHARED_BUFFER_SIZE and len(_pool) < _POOL_SIZE:
                 _pool.append(buf)
+        else:
+            self.complete = end < self._next_header or self._pending is not None
         return packet
 
     def _release_shared(self) -> None:
@@ -301,9 +348,13 @@ class PacketReader:
         start = self._start
         pos = max(self._next_header, start)
         end = self._end
-        while end - pos >= w.PACKET_HEADER_SIZE:
-            size, problem = self._inspect_header(pos)
-            if problem is not None:
+        buf = self._buf
+        unpack_from = _HEADER_PREFIX.unpack_from
+        while end - pos >= _HEADER_SIZE:
+            magic, _type, size_words = unpack_from(buf, pos)
+            size = size_words * 4
+            if magic != _MAGIC or size < _MIN_SIZE or size > self.max_packet_size:
+                problem = self._header_problem(magic, size)
                 if pos == start:
                     self._fail(problem)
                 self._pending = DecodeError(problem)
@@ -317,17 +368,13 @@ class PacketReader:
             pos += size
         self._next_header = pos
 
-    def _inspect_header(self, pos: int) -> tuple[int, str | None]:
-        """The size of the packet whose complete header is at ``pos``, and what is wrong with it."""
-        magic, _type, size_words = _HEADER_PREFIX.unpack_from(self._buf, pos)
-        size: int = size_words * 4
+    def _header_problem(self, magic: bytes, size: int) -> str:
+        """What is wrong with a packet header giving ``magic`` and ``size`` (in bytes)."""
         if magic != w.PACKET_HEADER_MAGIC:
-            return size, f"Invalid packet header magic {magic.hex()}"
+            return f"Invalid packet header magic {magic.hex()}"
         if size < w.MIN_PACKET_SIZE:
-            return size, f"Packet header gives {size} bytes, less than a header and footer"
-        if size > self.max_packet_size:
-            return size, f"Packet of {size} bytes exceeds the maximum of {self.max_packet_size} bytes"
-        return size, None
+            return f"Packet header gives {size} bytes, less than a header and footer"
+        return f"Packet of {size} bytes exceeds the maximum of {self.max_packet_size} bytes"
 
     def _move_to_own(self, size: int) -> None:
         """Moves the partial large packet at the start into a buffer of its own, received into from now on."""
@@ -340,6 +387,9 @@ class PacketReader:
         self._own_filled = available
         self._own_size = size
         self._release_shared()
+        # Large packets arrive into their own buffers: reads into the shared one stay small, so
+        # that little of the next large packet is received there and copied out.
+        self._read_size = _SHARED_BUFFER_SIZE
 
     def _grow_own(self) -> None:
         # A new buffer, not a resize: the caller may still hold a view of the old one. While the
@@ -355,14 +405,5 @@ class PacketReader:
 
     def _fail(self, message: str) -> NoReturn:
         self._error = DecodeError(message)
+        self.complete = True
         raise self._error
-
-
-def _take_shared() -> bytearray:
-    """A shared buffer from the pool, or a new one."""
-    try:
-        buf = _pool.pop()
-    except IndexError:
-        return bytearray(_SHARED_BUFFER_SIZE)
-    # The size may have been changed (tests, fuzzing) since the buffer was pooled.
-    return buf if len(buf) == _SHARED_BUFFER_SIZE else bytearray(_SHARED_BUFFER_SIZE)

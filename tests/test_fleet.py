@@ -16,7 +16,7 @@ import logging
 import random
 import socket
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -62,18 +62,28 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def stream_handler(connection: ncplib.Connection) -> None:
-    """``DSPL LOAD`` streams :func:`checked_fields` as fast as the client reads, until it leaves."""
-    with contextlib.suppress(ncplib.NCPError):
-        async for field in connection:
-            if field.packet_type == "DSPL" and field.name == "LOAD":
-                seq = 0
-                while True:
-                    field.send(**checked_fields(seq))
-                    seq += 1
-                    await connection.drain()
-                    if seq % 8 == 0:
-                        await asyncio.sleep(0)
+def streamer(rate: float = 0.0) -> Callable[[ncplib.Connection], Awaitable[None]]:
+    """
+    A server handler: ``DSPL LOAD`` streams :func:`checked_fields`, ``rate`` per second (0: as
+    fast as the client reads), until the client leaves. (The server processes of
+    test_fleet_load use it too.)
+    """
+
+    async def handler(connection: ncplib.Connection) -> None:
+        with contextlib.suppress(ncplib.NCPError):
+            async for field in connection:
+                if field.packet_type == "DSPL" and field.name == "LOAD":
+                    seq = 0
+                    while True:
+                        field.send(**checked_fields(seq))
+                        seq += 1
+                        await connection.drain()
+                        if rate:
+                            await asyncio.sleep(1 / rate)
+                        elif seq % 8 == 0:
+                            await asyncio.sleep(0)
+
+    return handler
 
 
 # The API.
@@ -196,6 +206,35 @@ def test_merger_takes_turns_of_bounded_length() -> None:
         + [f"f{i}" for i in range(2 * TURN, 3 * TURN)]
     )
     assert got == expected
+
+
+def test_merger_takes_a_whole_round_per_pass_of_the_event_loop() -> None:
+    """With many nodes ready, the consumer takes from every one of them before it lets the
+    event loop run again, so it keeps up with what one pass of the loop reads."""
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        fleet = ncplib.Fleet([f"node-{i}" for i in range(600)])
+        fleet._started = True
+        fleet._loop = loop
+        for node in fleet.nodes:
+            node._connection = FakeConnection(["a", "b"])  # type: ignore[assignment]
+            node._ended = loop.create_future()
+            fleet._on_data(node)
+        passes = 0
+
+        def tick() -> None:
+            nonlocal passes
+            passes += 1
+            if passes < 100:
+                loop.call_soon(tick)
+
+        loop.call_soon(tick)
+        for _ in range(1200):
+            await fleet.__anext__()
+        return passes
+
+    assert run(main) <= 1
 
 
 # Real connections.
@@ -419,7 +458,7 @@ def test_silent_nodes_are_caught_by_the_timeout(loop: str) -> None:
 @pytest.mark.parametrize("loop", LOOPS)
 def test_a_lagging_consumer_pauses_reading_and_loses_nothing(loop: str) -> None:
     async def main() -> None:
-        async with serving(stream_handler) as (_, port):
+        async with serving(streamer()) as (_, port):
             fleet = ncplib.Fleet([f"127.0.0.1:{port}"], timeout=10)
             fleet.subscribe("DSPL", "LOAD")
             async with fleet:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -45,25 +46,12 @@ TIMEOUT = 20
 # A server process: serves ``DSPL LOAD`` streams of checked fields on each port given (0: any
 # free port), prints the ports, and serves until its stdin closes.
 SERVER = """
-import asyncio, contextlib, sys
+import asyncio, sys
 import ncplib
-from hostile_peers import checked_fields
+from test_fleet import streamer
 
 async def main(timeout, rate, ports):
-    async def handler(connection):
-        with contextlib.suppress(ncplib.NCPError):
-            async for field in connection:
-                if field.packet_type == "DSPL" and field.name == "LOAD":
-                    seq = 0
-                    while True:
-                        field.send(**checked_fields(seq))
-                        seq += 1
-                        await connection.drain()
-                        if rate:
-                            await asyncio.sleep(1 / rate)
-                        elif seq % 8 == 0:
-                            await asyncio.sleep(0)
-
+    handler = streamer(rate)
     servers = [await ncplib.start_server(handler, "127.0.0.1", port, timeout=timeout) for port in ports]
     print(",".join(str(s.sockets[0].getsockname()[1]) for s in servers), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
@@ -284,3 +272,33 @@ async def _thousand(processes: list[NodeProcess], addresses: list[str]) -> None:
         f"{sum(node.fields for node in fleet.nodes)} fields, "
         f"{sum(node.reconnects for node in fleet.nodes)} reconnects"
     )
+
+
+def test_the_fleet_collector_of_the_benchmark_runs_sharded() -> None:
+    """bench/fleet/collect_fleet.py over two worker processes: every connection delivers."""
+    bench = HERE.parent / "bench" / "fleet"
+    generator = subprocess.Popen(
+        [sys.executable, str(bench / "loadgen.py"), "--shape", "sweep", "--rate", "40"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=str(bench),
+    )
+    try:
+        assert generator.stdout is not None
+        port = json.loads(generator.stdout.readline())["port"]
+        done = subprocess.run(
+            [sys.executable, str(bench / "collect_fleet.py"), "--port", str(port), "--connections", "20",
+             "--duration", "0.5", "--workers", "2"],
+            capture_output=True, text=True, timeout=120, cwd=str(bench),
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        result = json.loads(done.stdout.splitlines()[-1])
+        assert result["workers"] == 2 and result["fewest"] > 0 and result["fields"] > 0
+    finally:
+        assert generator.stdin is not None
+        generator.stdin.close()
+        assert generator.stdout is not None
+        generator.stdout.read()
+        generator.stdout.close()
+        generator.wait(30)

@@ -28,7 +28,6 @@ from ncplib.fleet import run_sharded
 async def start(args: argparse.Namespace, counts: list[int]) -> asyncio.Task[None]:
     shape = SHAPES[args.shape]
     fleet = ncplib.Fleet([("127.0.0.1", args.port)] * args.connections, timeout=60, max_connecting=50)
-    fleet.subscribe(shape.packet_type, shape.field_name, COUN=0)
     index = {node: number for number, node in enumerate(fleet.nodes)}
     param = shape.param
 
@@ -38,7 +37,13 @@ async def start(args: argparse.Namespace, counts: list[int]) -> asyncio.Task[Non
                 field[param]  # a user looks at the data
                 counts[index[node]] += 1
 
-    return asyncio.create_task(consume())
+    task = asyncio.create_task(consume())
+    # Streams start together once every connection is made (as in collect_recv): subscribing
+    # sends the command to every connected node at once.
+    while not all(node.connected for node in fleet.nodes):  # noqa: ASYNC110 (polls node state)
+        await asyncio.sleep(0.05)
+    fleet.subscribe(shape.packet_type, shape.field_name, COUN=0)
+    return task
 
 
 async def _shard(args: argparse.Namespace, addresses: list[tuple[str, int]]) -> dict[str, Any]:

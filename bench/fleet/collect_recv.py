@@ -23,10 +23,19 @@ CONNECTING = 50
 async def start(args: argparse.Namespace, counts: list[int]) -> list[Any]:
     shape = SHAPES[args.shape]
     gate = asyncio.Semaphore(CONNECTING)
+    connected = 0
+    everyone = asyncio.Event()
 
     async def collect(index: int) -> None:
+        nonlocal connected
         async with gate:
             connection = await ncplib.connect("127.0.0.1", args.port, timeout=60)
+        # Streams start together once every connection is made: a slow start must not leave the
+        # first connections with a backlog that the window would then measure.
+        connected += 1
+        if connected == args.connections:
+            everyone.set()
+        await everyone.wait()
         response = connection.send(shape.packet_type, shape.field_name, COUN=0)
         param = shape.param
         while True:

@@ -137,7 +137,12 @@ def _ok(measured: dict[str, Any], label: str) -> bool:
     return label in measured and "error" not in measured[label]
 
 
-def summarise(rounds: list[dict[str, Any]], labels: list[str]) -> list[dict[str, Any]]:
+def summarise(rounds: list[dict[str, Any]], labels: list[str], offered: float) -> list[dict[str, Any]]:
+    """
+    Medians per collector over the rounds. ``offered`` is the load in fields/s (0: flat out);
+    a collector whose rate was more than 3 % off it in any round did not keep up (or caught up
+    a backlog), and its CPU per field is not that of one field per wake-up.
+    """
     rows = []
     for label in labels:
         ok = [r[label] for r in rounds if _ok(r, label)]
@@ -156,6 +161,8 @@ def summarise(rounds: list[dict[str, Any]], labels: list[str]) -> list[dict[str,
                 "fewest": min((x["fewest"] for x in ok), default=None),
                 "most": max((x["most"] for x in ok), default=None),
                 "peak_rss_mb": max((x["peak_rss_kib"] / 1024 for x in ok), default=None),
+                "kept_up": bool(ok)
+                and (not offered or all(abs(x["fields_per_s"] / offered - 1) <= 0.03 for x in ok)),
             }
         )
     return rows
@@ -168,9 +175,9 @@ def _fmt(value: Any, spec: str) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     above = {row["collector"]: row["above_floor_us"] for row in rows}
     lines = [
-        "| collector | fields/s | CPU us/field | above floor us | ours / 6.1.0 above floor"
+        "| collector | fields/s | kept up | CPU us/field | above floor us | ours / 6.1.0 above floor"
         " | fewest..most per conn | peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         label = row["collector"]
@@ -180,7 +187,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             if ref and row["above_floor_us"] is not None:
                 ratio = row["above_floor_us"] / ref
         lines.append(
-            f"| {label} | {_fmt(row['fields_per_s'], '.0f')} | {_fmt(row['cpu_us_per_field'], '.1f')} | "
+            f"| {label} | {_fmt(row['fields_per_s'], '.0f')} | {'yes' if row['kept_up'] else 'NO'} | "
+            f"{_fmt(row['cpu_us_per_field'], '.1f')} | "
             f"{_fmt(row['above_floor_us'], '.1f')} | {_fmt(ratio, '.2f')} | "
             f"{_fmt(row['fewest'], 'd')}..{_fmt(row['most'], 'd')} | {_fmt(row['peak_rss_mb'], '.0f')} |"
         )
@@ -240,7 +248,7 @@ def main() -> None:
     }
     for (shape, n, loop), measured in rounds.items():
         rate = args.rate if args.rate is not None else SHAPES[shape].rate
-        rows = summarise(measured, labels)
+        rows = summarise(measured, labels, rate * n)
         share = max(r["loadgen"]["cpu_share"] for r in measured)
         pace = "flat out" if rate == 0 else f"{rate:g} packets/s each"
         print(f"\n{shape}, {n} connections, {loop}, {pace}; load generator CPU share <= {share:.0%}")

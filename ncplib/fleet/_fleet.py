@@ -8,7 +8,10 @@ sleeps on, so the consumer is woken at most once per pass of the event loop howe
 fields arrive. The consumer then takes fields with ``Connection._recv_nowait`` (never waiting)
 from the node at the head of the ring: at most :data:`TURN` fields, then the next node has its
 turn (a fast node cannot starve a slow one). A node leaves the ring once it has nothing complete
-to read. Fields a lagging consumer has not taken stay in their connection, which stops reading at
+to read. After one round over the nodes that were ready when it began, the consumer lets the
+event loop run once: it takes from every connection about what one pass of the loop reads, so
+it keeps up with a thousand connections instead of falling behind a fixed budget per pass.
+Fields a lagging consumer has not taken stay in their connection, which stops reading at
 its high-water mark, so TCP slows the node down and memory stays bounded.
 
 Each node has one task, idle while the node is connected: it connects, sends the
@@ -26,7 +29,7 @@ import logging
 import random
 import ssl as _ssl
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any
@@ -39,15 +42,20 @@ from ncplib.fleet._node import Address, Node, parse_address
 from ncplib.framing import DEFAULT_MAX_PACKET_SIZE
 from ncplib.packets import Param, encode_packet
 
-__all__ = ["Fleet", "TURN"]
+__all__ = ["Fleet", "TURN", "DEFAULT_FLEET_HIGH_WATER"]
 
 logger = logging.getLogger(__name__)
 
+#: The default ``high_water`` of a fleet's connections, in bytes.
+DEFAULT_FLEET_HIGH_WATER = 512 * 1024
 #: The most fields taken from one node before the next ready node has its turn.
 TURN = 16
-# The consumer lets the event loop run at least once every this many fields it returns, so
-# sockets are read and timers (keep-alives) run while it works through a backlog.
-_YIELD_EVERY = 256
+# The consumer lets the event loop run after each round over the nodes ready when the round
+# began (so it takes from every connection about as much as arrives in one pass of the loop),
+# and at least once every this many fields, so that timers (keep-alives) run in a long round.
+_MOST_UNYIELDED = 8192
+# The most fields taken ahead (decoded, waiting in the fleet to be handed out).
+_BATCH = 256
 # Seconds between two checks for silent nodes (the negotiated timeout is at least 5 s).
 _CHECK_INTERVAL = 1.0
 _UTC = timezone.utc
@@ -89,6 +97,10 @@ class Fleet:
         from ``low`` when it ends (default: ``high``).
     :param int max_connecting: The most connection attempts (and handshakes) in progress at
         once, so that thousands of nodes do not overflow a listen queue or the resolver.
+    :param int high_water: Received bytes held unread per node above which the fleet stops
+        reading from that node's socket until the loop has caught up (TCP then slows the node
+        down). Memory per node is bounded by about this plus one packet, so the default (512 KiB)
+        is smaller than a single connection's: a fleet has many.
     :param random.Random rng: The source of the backoff jitter (for reproducible tests).
     :param hostname: Passed to :func:`ncplib.connect`, as are ``connection_username``,
         ``connection_domain``, ``auto_erro``, ``auto_warn``, ``auto_ackn``, ``ssl``,
@@ -108,6 +120,7 @@ class Fleet:
         reconnect_delay: tuple[float, float] = (0.5, 30.0),
         stable_after: float | None = None,
         max_connecting: int = 100,
+        high_water: int = DEFAULT_FLEET_HIGH_WATER,
         rng: random.Random | None = None,
         hostname: str | None = None,
         connection_username: str | None = None,
@@ -126,6 +139,9 @@ class Fleet:
             raise ValueError(f"stable_after must be >= 0, not {stable_after!r}")
         if max_connecting < 1:
             raise ValueError(f"max_connecting must be >= 1, not {max_connecting!r}")
+        if high_water < 1:
+            raise ValueError(f"high_water must be >= 1, not {high_water!r}")
+        self._high_water = high_water
         port = default_port(ssl=ssl, authenticate=bool(username or password))
         self._nodes = [Node(*parse_address(address, port)) for address in addresses]
         self._connect_args: dict[str, Any] = {
@@ -146,7 +162,9 @@ class Fleet:
         self._random = rng if rng is not None else random.Random()
         self._subscriptions: dict[tuple[str, str], dict[str, Param]] = {}
         self._ready: deque[Node] = deque()
-        self._turn = 0
+        # Fields taken from a node in its turn and not yet handed out, in order.
+        self._batch: deque[tuple[Node, Field]] = deque()
+        self._round_left = 0
         self._unyielded = 0
         self._waiter: asyncio.Future[None] | None = None
         self._consuming = False
@@ -266,6 +284,7 @@ class Fleet:
         for task in self._tasks:
             task.cancel()
         self._ready.clear()
+        self._batch.clear()
         self._wake_consumer()
 
     async def wait_closed(self) -> None:
@@ -279,7 +298,7 @@ class Fleet:
     def __aiter__(self) -> Fleet:
         return self
 
-    async def __anext__(self) -> tuple[Node, Field]:
+    def __anext__(self) -> Awaitable[tuple[Node, Field]]:
         """
         The next ``(node, field)`` received by any node.
 
@@ -287,72 +306,96 @@ class Fleet:
         :raises RuntimeError: if the fleet was not started, or another task is already taking
             fields from it.
         """
-        if not self._started:
+        batch = self._batch
+        if batch and not self._closing:
+            # Taken from the node's connection in its turn: no coroutine needed to hand it out.
+            done = self._loop.create_future()  # type: ignore[union-attr]
+            done.set_result(batch.popleft())
+            return done
+        return self._next_turn()
+
+    async def _next_turn(self) -> tuple[Node, Field]:
+        loop = self._loop
+        if loop is None:
             raise RuntimeError("Start the fleet first: async with fleet: async for node, field in fleet")
         if self._consuming:
             raise RuntimeError("Another task is already taking fields from this fleet")
         self._consuming = True
+        ready = self._ready
+        batch = self._batch
         try:
-            return await self._next()
+            while True:
+                if self._closing:
+                    raise StopAsyncIteration
+                if batch:
+                    return batch.popleft()
+                if not ready:
+                    self._round_left = self._unyielded = 0
+                    waiter = self._waiter = loop.create_future()
+                    try:
+                        await waiter
+                    finally:
+                        self._waiter = None
+                    continue
+                if self._round_left <= 0 or self._unyielded >= _MOST_UNYIELDED:
+                    if self._unyielded:
+                        # A round over the ready nodes is done (or it is very long): let
+                        # sockets be read and timers run. Nothing was taken yet, so a
+                        # cancellation here loses nothing.
+                        self._unyielded = 0
+                        await asyncio.sleep(0)
+                        continue
+                    if self._round_left <= 0:
+                        self._round_left = len(ready)
+                # Turns of several nodes at once: the fields then go out without a coroutine each.
+                while ready and self._round_left > 0 and len(batch) < _BATCH:
+                    self._take_turn(ready[0], batch)
         finally:
             self._consuming = False
 
-    async def _next(self) -> tuple[Node, Field]:
-        ready = self._ready
-        loop = self._loop
-        assert loop is not None
-        while True:
-            if self._closing:
-                raise StopAsyncIteration
-            if not ready:
-                self._unyielded = 0
-                waiter = self._waiter = loop.create_future()
-                try:
-                    await waiter
-                finally:
-                    self._waiter = None
-                continue
-            if self._unyielded >= _YIELD_EVERY:
-                # Let sockets be read and timers run; nothing was taken yet, so a cancellation
-                # here loses nothing.
-                self._unyielded = 0
-                await asyncio.sleep(0)
-                continue
-            node = ready[0]
-            if self._turn >= TURN:
-                ready.rotate(-1)
-                self._turn = 0
-                continue
-            connection = node._connection
-            if connection is None:  # pragma: no cover - a node is queued only while connected
-                self._unqueue(node)
-                continue
+    def _take_turn(self, node: Node, batch: deque[tuple[Node, Field]]) -> None:
+        # Takes up to TURN fields of the node at the head of the ring into the batch, then moves
+        # the node to the back of the ring, or out of it if it has nothing more to read.
+        connection = node._connection
+        if connection is None:  # pragma: no cover - queued only while connected
+            self._unqueue(node)
+            return
+        recv = connection._recv_nowait
+        taken = 0
+        got = 0
+        while taken < TURN:
             try:
-                field = connection._recv_nowait()
+                field = recv()
             except CommandError as ex:
-                self._turn += 1
+                taken += 1
                 self._command_error(node, ex)
                 continue
             except Exception as ex:
                 # The connection ended (ConnectionClosed, NetworkError, DecodeError, ...) after
-                # every field received before the end was delivered.
+                # every field received before the end was taken.
                 self._unqueue(node)
                 self._end(node, ex)
-                continue
+                break
             if field is None:
                 self._unqueue(node)
+                loop = self._loop
+                assert loop is not None
                 node._idle_since = loop.time()
-                continue
-            self._turn += 1
-            self._unyielded += 1
-            node.fields += 1
-            return node, field
+                break
+            batch.append((node, field))
+            taken += 1
+            got += 1
+        else:
+            self._ready.rotate(-1)
+            self._round_left -= 1
+        node.fields += got
+        self._unyielded += got
 
     def _unqueue(self, node: Node) -> None:
         # The node is at the head of the ring.
         self._ready.popleft()
         node._queued = False
-        self._turn = 0
+        self._round_left -= 1
 
     def _on_data(self, node: Node) -> None:
         # Called by the node's protocol, possibly many times per pass of the event loop: cheap.
@@ -471,6 +514,7 @@ class Fleet:
         logger.info("%s: connected", node.address)
         # The next failure is a change worth a warning, even if it is the same as the last one.
         node._logged = None
+        connection._protocol.high_water = self._high_water
         for (packet_type, field_name), params in self._subscriptions.items():
             connection.send(packet_type, field_name, **params)
         connection._protocol.on_data = node._on_data
