@@ -28,7 +28,7 @@ import logging
 import uuid
 import warnings
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any
@@ -46,6 +46,9 @@ _field_ids = itertools.count()
 _UTC = timezone.utc
 # recv lets the event loop run at least once every this many fields it returns.
 _YIELD_EVERY = 64
+# Params and field names the client-side filters look at; a field with none of them passes all.
+_FILTERED_PARAMS = frozenset(("ERRO", "ERRC", "WARN", "WARC", "ACKN"))
+_NOTICES = frozenset(("ERRO", "WARN"))
 # Legacy peers (negotiated timeout 0) get a keep-alive this often, in seconds.
 _LEGACY_KEEPALIVE = 3
 
@@ -198,13 +201,17 @@ class Response(_AsyncFields):
         :raises ncplib.NCPError: if a field could not be retrieved from the connection.
         :returns: The next :class:`Field` received.
         """
-        recv = self._connection.recv
+        # Connection.recv's loop, not a call to it: one coroutine less per field.
+        step = self._connection._recv_step
         packet_type = self._packet_type
         expected = self._expected_fields
         while True:
-            field = await recv()
-            if field.packet_type == packet_type and (field.name, field.id) in expected:
-                return field
+            field = step()
+            if isinstance(field, Field):
+                if field.packet_type == packet_type and (field.name, field.id) in expected:
+                    return field
+            else:
+                await field
 
     async def recv_field(self, field_name: str) -> Field:
         """
@@ -307,31 +314,58 @@ class Connection(_AsyncFields):
             ``ERRC`` param (unless ``auto_erro`` was switched off in :func:`ncplib.connect`).
         :returns: The next :class:`Field` received.
         """
+        step = self._recv_step
+        while True:
+            field = step()
+            if isinstance(field, Field):
+                return field
+            await field
+
+    def _recv_step(self) -> Field | Awaitable[None]:
+        """
+        One step of :meth:`recv`: the next field, or what to await before the next step.
+
+        Fields already received are returned without suspending; now and then (every
+        ``_YIELD_EVERY`` fields) the caller is made to let the event loop run, so that a reader
+        with a backlog cannot starve other connections and timers (its own keep-alives
+        included). That comes before taking a field: a cancellation there loses nothing.
+        """
+        if self._unyielded >= _YIELD_EVERY:
+            self._unyielded = 0
+            return asyncio.sleep(0)
+        field = self._recv_nowait()
+        if field is not None:
+            self._unyielded += 1
+            return field
+        self._unyielded = 0
+        return self._protocol.wait_data(self._timeout)
+
+    def _recv_nowait(self) -> Field | None:
+        """
+        Returns the next field already received, or :data:`None` when none is complete yet.
+
+        The same fields, filters and exceptions as :meth:`recv` (but no timeout: the caller
+        enforces it, e.g. from the protocol's ``last_received``). Never blocks, awaits or arms a
+        timer. Returning :data:`None` means the caller has caught up: reading paused for flow
+        control resumes.
+        """
         fields = self._fields
-        protocol = self._protocol
         while True:
             if self._closing:
                 raise ConnectionClosed("Connection closed")
             if fields:
-                if self._unyielded >= _YIELD_EVERY:
-                    # Fields already received are returned without suspending; now and then let
-                    # the event loop run, so that a reader with a backlog cannot starve other
-                    # connections and timers (its own keep-alives included). Before popping: a
-                    # cancellation here loses nothing.
-                    self._unyielded = 0
-                    await asyncio.sleep(0)
-                    continue
                 field = fields.popleft()
-                if self._filtered and self._skip(field):
+                if (
+                    self._filtered
+                    and (not _FILTERED_PARAMS.isdisjoint(field) or field.name in _NOTICES)
+                    and self._skip(field)
+                ):
                     continue
-                self._unyielded += 1
                 return field
+            protocol = self._protocol
             packet = protocol.next_packet()
             if packet is None:
-                protocol.raise_if_broken()
-                self._unyielded = 0
-                await protocol.wait_data(self._timeout)
-                continue
+                return None
             packet_type, packet_id, timestamp, _info, packet_fields = packet
             debug = self.logger.isEnabledFor(logging.DEBUG)
             if debug:
@@ -358,7 +392,7 @@ class Connection(_AsyncFields):
         if self._auto_warn:
             if "WARN" in field or "WARC" in field:
                 detail, code = field.get("WARN"), field.get("WARC")
-                warnings.warn(CommandWarning(field, detail, code), stacklevel=4)
+                warnings.warn(CommandWarning(field, detail, code), stacklevel=5)
             if field.name == "WARN":
                 return True
         return self._auto_ackn and "ACKN" in field
