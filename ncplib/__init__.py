@@ -22,6 +22,7 @@ from ncplib.errors import (
     NetworkError,
     NetworkTimeoutError,
 )
+from ncplib.fleet import Fleet, Node
 from ncplib.server import start_server
 from ncplib.values import f64, i64, u32, u64
 
@@ -30,6 +31,8 @@ __version__ = "7.0.0.dev0"
 __all__ = [
     "connect",
     "start_server",
+    "Fleet",
+    "Node",
     "Connection",
     "Response",
     "Field",

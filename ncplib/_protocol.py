@@ -24,8 +24,10 @@ joined and large ones written one by one. ``pause_writing``/``resume_writing`` d
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, cast
 
 from ncplib.errors import ConnectionClosed, DecodeError, NetworkError, NetworkTimeoutError
@@ -42,6 +44,8 @@ _SMALL_BUFFER = 16 * 1024
 # The least room offered for one read, even at the high-water mark.
 _MIN_READ = 64 * 1024
 _HEAD_END = b"\r\n\r\n"
+# drain() lets the event loop run at least once every this many calls.
+_DRAIN_YIELD_EVERY = 16
 
 
 def _has_native_writelines(transport: asyncio.BaseTransport) -> bool:
@@ -80,11 +84,23 @@ class NCPProtocol(asyncio.BufferedProtocol):
         self.reader = PacketReader(max_packet_size=max_packet_size, use_numpy=use_numpy)
         self.transport = None
         self.high_water = high_water
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
+        # The loop's clock and futures, without a Python method call per packet where the loop
+        # is asyncio's own (whose time() is time.monotonic() and create_future() a Future).
+        self._time: Callable[[], float] = loop.time
+        self._new_future: Callable[[], asyncio.Future[None]] = loop.create_future
+        if type(loop).time is asyncio.BaseEventLoop.time:
+            self._time = time.monotonic
+        if type(loop).create_future is asyncio.BaseEventLoop.create_future:
+            self._new_future = partial(asyncio.Future, loop=loop)
         self._head: bytearray | None = bytearray(MAX_HEAD_SIZE) if head_mode else None
         self._head_len = 0
         self._head_done: bytes | None = None
-        self._waiters: list[asyncio.Future[None]] = []
+        # Tasks waiting for a packet: (future, start of the wait, timeout in seconds).
+        self._waiters: list[tuple[asyncio.Future[None], float, float]] = []
+        # One timer per connection enforces every wait's timeout (see _on_deadline).
+        self._deadline: asyncio.TimerHandle | None = None
+        self._deadline_at = 0.0
         self._drain_waiters: deque[asyncio.Future[None]] = deque()
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._made = False
@@ -93,10 +109,13 @@ class NCPProtocol(asyncio.BufferedProtocol):
         self._error: BaseException | None = None
         self._read_paused = False
         self._write_paused = False
+        # drain() calls since it last let the event loop run.
+        self._drains_unyielded = 0
         self.last_received = self._loop.time()
-        # When the first bytes of a packet not yet complete (or read) arrived; None when no such
-        # bytes are held. A packet must arrive whole within the timeout from then, so a peer
-        # that trickles bytes cannot hold the connection forever.
+        # When bytes first arrived since the last packet was taken; None when none have. A wait
+        # times out a timeout after this time when it is set (else after the wait's start), so
+        # a peer that trickles bytes of a packet that never completes cannot hold the
+        # connection forever (see wait_data).
         self._pending_since: float | None = None
         self._pending: list[Any] | None = None
         self._write_buffers: Callable[[Sequence[Any]], None] = self._writelines_joined
@@ -104,6 +123,10 @@ class NCPProtocol(asyncio.BufferedProtocol):
         self.on_lost: Callable[[], None] | None = None
         #: Called once the connection is made (the server starts the connection's task).
         self.on_made: Callable[[], None] | None = None
+        #: Called (synchronously, from the event loop's callbacks) whenever a complete packet may
+        #: have become available, and when the connection ends or fails; for a consumer that
+        #: polls many connections instead of waiting on each. It must be cheap and not raise.
+        self.on_data: Callable[[], None] | None = None
 
     # asyncio callbacks.
 
@@ -128,13 +151,15 @@ class NCPProtocol(asyncio.BufferedProtocol):
         view = self.reader.get_buffer(sizehint)
         # One read must not carry the held bytes far past the high-water mark (the reader's
         # buffer grows when packets wait to be read, so it can offer more room than that).
-        room = self.high_water - self.reader.buffered
-        if len(view) > room:
-            view = view[: max(room, _MIN_READ)]
+        # Never cut below _MIN_READ: smaller views need no look.
+        if len(view) > _MIN_READ:
+            room = self.high_water - self.reader.buffered
+            if len(view) > room:
+                view = view[: max(room, _MIN_READ)]
         return view
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.last_received = self._loop.time()
+        self.last_received = self._time()
         if self._error is not None:
             return
         if self._pending_since is None:
@@ -143,18 +168,23 @@ class NCPProtocol(asyncio.BufferedProtocol):
             self._head_updated(nbytes)
             return
         reader = self.reader
-        needed = reader.bytes_needed
         try:
-            reader.buffer_updated(nbytes)
+            complete = reader.buffer_updated(nbytes)
         except DecodeError as ex:
             self._fail(ex)
             return
-        if not self._read_paused and not self._waiters and reader.buffered > self.high_water:
+        if complete and self._waiters:
+            # Someone waits for this packet: no reason to pause.
+            self._wake()
+            return
+        if not self._read_paused and reader.buffered > self.high_water and not self._someone_waits():
             # Nobody is waiting for a packet: stop reading until the application catches up.
             # (Never while someone waits: the packet they wait for may be the one arriving.)
             self._pause_reading()
-        if nbytes >= needed:
-            # A packet (or at least its header) is complete: worth a look.
+        if complete or self._read_paused:
+            # Also when reading just paused inside a packet larger than the high-water mark: a
+            # consumer without a waiter (on_data) must look, find no packet and so let reading
+            # resume, or the packet never arrives.
             self._wake()
 
     def eof_received(self) -> bool:
@@ -163,6 +193,9 @@ class NCPProtocol(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self._lost_exc = exc
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         if self.on_lost is not None:
             self.on_lost()
         self._wake()
@@ -228,23 +261,34 @@ class NCPProtocol(asyncio.BufferedProtocol):
 
     def next_packet(self) -> Packet | None:
         """
-        Decodes the next complete packet, or returns :data:`None`.
+        Decodes the next complete packet, or returns :data:`None` when none is complete yet.
+
+        Returning :data:`None` means the application has caught up: reading paused for flow
+        control resumes.
 
         :raises ncplib.DecodeError: if the stream is malformed; the transport is then closed.
+        :raises ncplib.NCPError: when nothing complete is held and no more can arrive, the
+            reason (see :meth:`raise_if_broken`).
         """
-        if self._head is not None:
-            return None
-        try:
-            packet = self.reader.next_packet()
-        except DecodeError as ex:
-            self._fail(ex)
-            raise
-        if packet is not None:
-            # A packet arrived whole: whatever follows it gets a full timeout of its own.
-            self._pending_since = self._loop.time() if self.reader.buffered else None
-        if self._read_paused and self.reader.buffered <= self.high_water // 4:
-            self._resume_reading()
-        return packet
+        reader = self.reader
+        if reader.complete:
+            try:
+                packet = reader.next_packet()
+            except DecodeError as ex:
+                self._fail(ex)
+                raise
+            if packet is not None:
+                # A packet arrived whole: whatever follows it gets a full timeout of its own,
+                # counted from the next bytes to arrive or the next wait, whichever comes first.
+                self._pending_since = None
+                if self._read_paused and reader.buffered <= self.high_water // 4:
+                    self._resume_reading()
+                return packet
+        if self._lost or self._error is not None or self.transport is None or self.transport.is_closing():
+            self.raise_if_broken()
+        if self._read_paused:
+            self._caught_up()
+        return None
 
     def raise_if_broken(self) -> None:
         """
@@ -263,55 +307,81 @@ class NCPProtocol(asyncio.BufferedProtocol):
                 raise NetworkError("Connection closed in the middle of a packet")
             raise ConnectionClosed("Connection closed")
 
-    async def wait_data(self, timeout: float) -> None:
+    def wait_data(self, timeout: float) -> asyncio.Future[None]:
         """
-        Waits until more bytes may complete a packet, or the connection ends.
+        Returns a future done when more bytes may complete a packet, or the connection ends.
 
-        :raises ncplib.NetworkTimeoutError: if no complete packet arrived within ``timeout``
-            seconds, counted from the first byte of the packet still incomplete, or from the
-            start of the wait when none of it is held: bytes that never complete a packet (a
-            peer sending one now and then) do not keep the connection alive.
+        Await it at once. Cancelling it (or the task awaiting it) withdraws the wait.
+
+        :raises ncplib.NetworkTimeoutError: (from the future) if no complete packet arrived within
+            ``timeout`` seconds, counted from the first byte of the packet still incomplete, or
+            from the start of the wait when none of it is held: bytes that never complete a
+            packet (a peer sending one now and then) do not keep the connection alive. No
+            timeout when ``timeout`` is 0.
         """
         loop = self._loop
         if self._read_paused:
-            # The application waits for a packet that has not fully arrived: let it in. Time
-            # spent paused was ours, not the peer's: the packet's clock starts now.
-            self._resume_reading()
-            if self._pending_since is not None:
-                self._pending_since = loop.time()
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(waiter)
-        start = loop.time()
-        timer: asyncio.TimerHandle | None = None
-
-        def on_timer() -> None:
-            nonlocal timer
-            if waiter.done():
-                return
-            pending = self._pending_since
-            due = (start if pending is None else pending) + timeout
-            if due > loop.time() + 0.001:
-                timer = loop.call_at(due, on_timer)
-                return
-            waiter.set_exception(NetworkTimeoutError(f"No complete packet received for {timeout:g} seconds"))
-
+            self._caught_up()
+        waiter = self._new_future()
+        waiters = self._waiters
+        if waiters:
+            # Waits withdrawn since the last wake-up.
+            waiters[:] = [entry for entry in waiters if not entry[0].done()]
         if timeout > 0:
-            timer = loop.call_at(start + timeout, on_timer)
-        try:
-            await waiter
-        finally:
-            if timer is not None:
-                timer.cancel()
-            try:
-                self._waiters.remove(waiter)
-            except ValueError:
-                pass
+            start = self._time()
+            waiters.append((waiter, start, timeout))
+            due = start + timeout
+            deadline = self._deadline
+            # A wait is the common case, one per packet: the timer armed for an earlier wait
+            # usually fires first, and _on_deadline arms it again for the waits still open.
+            if deadline is None or self._deadline_at > due:
+                if deadline is not None:
+                    deadline.cancel()
+                self._deadline = loop.call_at(due, self._on_deadline)
+                self._deadline_at = due
+        else:
+            waiters.append((waiter, 0.0, 0.0))
+        return waiter
+
+    def _on_deadline(self) -> None:
+        self._deadline = None
+        loop = self._loop
+        now = loop.time()
+        pending = self._pending_since
+        next_due: float | None = None
+        for waiter, start, timeout in self._waiters:
+            if timeout <= 0 or waiter.done():
+                continue
+            due = (start if pending is None else pending) + timeout
+            if due <= now + 0.001:
+                message = f"No complete packet received for {timeout:g} seconds"
+                waiter.set_exception(NetworkTimeoutError(message))
+            elif next_due is None or due < next_due:
+                next_due = due
+        if next_due is not None and not self._lost:
+            self._deadline = loop.call_at(next_due, self._on_deadline)
+            self._deadline_at = next_due
+
+    def _caught_up(self) -> None:
+        """The application has read everything complete: reading paused for it resumes."""
+        self._resume_reading()
+        if self._pending_since is not None:
+            # Time spent paused was ours, not the peer's: the packet's clock starts now.
+            self._pending_since = self._loop.time()
 
     def _wake(self) -> None:
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._waiters.clear()
+        waiters = self._waiters
+        if waiters:
+            for waiter, _start, _timeout in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            waiters.clear()
+        on_data = self.on_data
+        if on_data is not None:
+            on_data()
+
+    def _someone_waits(self) -> bool:
+        return any(not waiter.done() for waiter, _start, _timeout in self._waiters)
 
     def _pause_reading(self) -> None:
         transport = self.transport
@@ -393,6 +463,11 @@ class NCPProtocol(asyncio.BufferedProtocol):
         """
         Waits while the transport's write buffer is above its high-water mark.
 
+        Every ``_DRAIN_YIELD_EVERY`` calls that had no reason to wait, it lets the event loop run
+        once all the same: a sender that loops on ``send(); await drain()`` while the socket
+        takes everything would otherwise hold the loop, and every other connection, for as long
+        as it has something to send.
+
         :raises ncplib.NCPError: why the connection broke, or :exc:`ncplib.ConnectionClosed`.
         """
         self.flush()
@@ -401,7 +476,12 @@ class NCPProtocol(asyncio.BufferedProtocol):
                 self.raise_if_broken()
                 raise ConnectionClosed("Connection closed")
             if not self._write_paused:
+                self._drains_unyielded += 1
+                if self._drains_unyielded >= _DRAIN_YIELD_EVERY:
+                    self._drains_unyielded = 0
+                    await asyncio.sleep(0)
                 return
+            self._drains_unyielded = 0
             waiter: asyncio.Future[None] = self._loop.create_future()
             self._drain_waiters.append(waiter)
             await waiter

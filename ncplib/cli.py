@@ -2,10 +2,11 @@
 The ``ncplib`` command
 ======================
 
-``ncplib`` (or ``python -m ncplib``) has four subcommands:
+``ncplib`` (or ``python -m ncplib``) has these subcommands:
 
 ``ncplib node``
-    Runs a simulated RFeye node (see :mod:`ncplib.node`) until Ctrl-C.
+    Runs a simulated RFeye node (see :mod:`ncplib.node`) until Ctrl-C; with ``--replay FILE``
+    it serves a capture file instead (see :mod:`ncplib.replay`).
 ``ncplib send HOST[:PORT] PACKET FIELD [NAME=VALUE ...]``
     Sends one command and prints the first reply that is not an acknowledgement.
 ``ncplib stream HOST[:PORT] PACKET FIELD [NAME=VALUE ...]``
@@ -13,6 +14,10 @@ The ``ncplib`` command
     ``--count`` replies or ``--duration`` seconds; ``--save`` writes the packets to a file.
 ``ncplib demo``
     Starts a simulated node in-process, streams sweeps from it over TCP and draws a waterfall.
+``ncplib read``, ``ncplib convert``
+    Print a capture file, or convert it to SigMF, NPZ or CSV (``ncplib._cli_capture``).
+``ncplib record``
+    Records one or many nodes to rotated files (``ncplib._cli_record``).
 
 Param values are parsed as follows: an integer (``400``, ``-3``) is sent as i32, a decimal number
 (``1.5``, ``2e6``) as f32, anything else as a string. A prefix picks another type: ``i32:``,
@@ -48,8 +53,8 @@ from typing import IO, Any
 
 import ncplib
 from ncplib._handshake import MAX_TIMEOUT, MIN_TIMEOUT
+from ncplib.capture import field_packet
 from ncplib.errors import AuthenticationError, CommandError, DecodeError, NCPError
-from ncplib.packets import encode_packet_buffers
 from ncplib.values import f64, i64, u32, u64
 
 __all__ = [
@@ -417,13 +422,7 @@ def field_to_json(field: Any) -> dict[str, Any]:
 
 def _field_packet(field: Any) -> list[bytes | memoryview]:
     """A received field as the buffers of a one-field NCP packet (header info bytes zero)."""
-    return encode_packet_buffers(
-        field.packet_type,
-        field.packet_id,
-        field.packet_timestamp,
-        b"\x00\x00\x00\x00",
-        [(field.name, field.id, list(field.items()))],
-    )
+    return field_packet(field)
 
 
 def field_wire_size(field: Any) -> int:
@@ -776,9 +775,9 @@ async def _run_demo(args: argparse.Namespace) -> int:
 
 
 async def _run_node(args: argparse.Namespace) -> int:
-    from ncplib.node import SimulatedNode
+    from ncplib._cli_capture import make_node
 
-    node = SimulatedNode(rate=args.rate)
+    node = make_node(args)
     try:
         server = await node.start(args.host, args.port, timeout=args.timeout)
     except OSError as ex:
@@ -842,6 +841,9 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument(
         "--timeout", type=_count, default=60, help="network timeout in seconds (default: %(default)s)"
     )
+    from ncplib import _cli_capture
+
+    _cli_capture.add_replay_options(node, _positive)
     node.set_defaults(run=_run_node)
 
     for name, help_text, description in (
@@ -904,6 +906,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--ascii", action="store_true", help="print an ASCII spectrum instead of writing a PNG")
     demo.set_defaults(run=_run_demo)
+    _cli_capture.add_commands(commands)
+    from ncplib import _cli_record
+
+    _cli_record.add_command(commands)
     return parser
 
 

@@ -26,7 +26,7 @@ import asyncio
 import logging
 import warnings
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any
@@ -35,11 +35,12 @@ from ncplib._protocol import NCPProtocol
 from ncplib.errors import CommandError, CommandWarning, ConnectionClosed
 from ncplib.packets import Param, encode_packet_buffers
 from ncplib.protocol import (
+    FILTERED_PARAMS,
     LOCAL_INFO,
+    NOTICE_FIELDS,
     Link,
     filter_field,
     keepalive_packet,
-    needs_filtering,
     next_field_id,
 )
 
@@ -181,13 +182,17 @@ class Response(_AsyncFields):
         :raises ncplib.NCPError: if a field could not be retrieved from the connection.
         :returns: The next :class:`Field` received.
         """
-        recv = self._connection.recv
+        # Connection.recv's loop, not a call to it: one coroutine less per field.
+        step = self._connection._recv_step
         packet_type = self._packet_type
         expected = self._expected_fields
         while True:
-            field = await recv()
-            if field.packet_type == packet_type and (field.name, field.id) in expected:
-                return field
+            field = step()
+            if isinstance(field, Field):
+                if field.packet_type == packet_type and (field.name, field.id) in expected:
+                    return field
+            else:
+                await field
 
     async def recv_field(self, field_name: str) -> Field:
         """
@@ -296,31 +301,58 @@ class Connection(_AsyncFields):
             ``ERRC`` param (unless ``auto_erro`` was switched off in :func:`ncplib.connect`).
         :returns: The next :class:`Field` received.
         """
+        step = self._recv_step
+        while True:
+            field = step()
+            if isinstance(field, Field):
+                return field
+            await field
+
+    def _recv_step(self) -> Field | Awaitable[None]:
+        """
+        One step of :meth:`recv`: the next field, or what to await before the next step.
+
+        Fields already received are returned without suspending; now and then (every
+        ``_YIELD_EVERY`` fields) the caller is made to let the event loop run, so that a reader
+        with a backlog cannot starve other connections and timers (its own keep-alives
+        included). That comes before taking a field: a cancellation there loses nothing.
+        """
+        if self._unyielded >= _YIELD_EVERY:
+            self._unyielded = 0
+            return asyncio.sleep(0)
+        field = self._recv_nowait()
+        if field is not None:
+            self._unyielded += 1
+            return field
+        self._unyielded = 0
+        return self._protocol.wait_data(self._link.timeout)
+
+    def _recv_nowait(self) -> Field | None:
+        """
+        Returns the next field already received, or :data:`None` when none is complete yet.
+
+        The same fields, filters and exceptions as :meth:`recv` (but no timeout: the caller
+        enforces it, e.g. from the protocol's ``last_received``). Never blocks, awaits or arms a
+        timer. Returning :data:`None` means the caller has caught up: reading paused for flow
+        control resumes.
+        """
         fields = self._fields
-        protocol = self._protocol
         while True:
             if self._closing:
                 raise ConnectionClosed("Connection closed")
             if fields:
-                if self._unyielded >= _YIELD_EVERY:
-                    # Fields already received are returned without suspending; now and then let
-                    # the event loop run, so that a reader with a backlog cannot starve other
-                    # connections and timers (its own keep-alives included). Before popping: a
-                    # cancellation here loses nothing.
-                    self._unyielded = 0
-                    await asyncio.sleep(0)
-                    continue
                 field = fields.popleft()
-                if self._filtered and self._skip(field):
+                if (
+                    self._filtered
+                    and (not FILTERED_PARAMS.isdisjoint(field) or field.name in NOTICE_FIELDS)
+                    and self._skip(field)
+                ):
                     continue
-                self._unyielded += 1
                 return field
+            protocol = self._protocol
             packet = protocol.next_packet()
             if packet is None:
-                protocol.raise_if_broken()
-                self._unyielded = 0
-                await protocol.wait_data(self._link.timeout)
-                continue
+                return None
             packet_type, packet_id, timestamp, _info, packet_fields = packet
             debug = self.logger.isEnabledFor(logging.DEBUG)
             if debug:
@@ -333,16 +365,15 @@ class Connection(_AsyncFields):
                 fields.append(Field(self, packet_type, packet_id, timestamp, name, field_id, params))
 
     def _skip(self, field: Field) -> bool:
-        # The client-side filters (see ncplib.protocol.filter_field): True to drop the field.
-        if not needs_filtering(field.name, field):
-            return False
+        # The client-side filters (see ncplib.protocol.filter_field), for a field that the caller
+        # found holding a notice or an ACKN: True to drop the field.
         deliver, error, warning = filter_field(
             field.name, field, auto_erro=self._auto_erro, auto_warn=self._auto_warn, auto_ackn=self._auto_ackn
         )
         if error is not None:
             raise CommandError(field, *error)
         if warning is not None:
-            warnings.warn(CommandWarning(field, *warning), stacklevel=4)
+            warnings.warn(CommandWarning(field, *warning), stacklevel=5)
         return not deliver
 
     async def recv_field(self, packet_type: str, field_name: str) -> Field:

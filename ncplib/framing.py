@@ -23,8 +23,12 @@ from struct import Struct
 from typing import NoReturn
 
 from ncplib import _wire as w
+from ncplib.codec import impl as _codec
 from ncplib.errors import DecodeError
-from ncplib.packets import Packet, decode_packet
+from ncplib.packets import Packet
+
+# The codec's decoder itself (ncplib.packets.decode_packet documents it), one call less per packet.
+_decode_packet = _codec.decode_packet
 
 __all__ = ["PacketReader", "DEFAULT_MAX_PACKET_SIZE"]
 
@@ -32,14 +36,31 @@ __all__ = ["PacketReader", "DEFAULT_MAX_PACKET_SIZE"]
 DEFAULT_MAX_PACKET_SIZE = 64 * 1024 * 1024
 
 _HEADER_PREFIX = Struct("<4s4sI")
+_HEADER_SIZE = w.PACKET_HEADER_SIZE
+_MAGIC = w.PACKET_HEADER_MAGIC
+_MIN_SIZE = w.MIN_PACKET_SIZE
 # Packets at least this large get a buffer of their own, received into directly and decoded in
 # place; smaller ones are collected in the shared buffer, several per read, and copied out.
 _OWN_BUFFER_SIZE = 64 * 1024
-# Every connection holds one from the start (idle ones too), so it starts modest; it grows when
-# unread packets fill it.
-_SHARED_BUFFER_SIZE = 64 * 1024
-# A packet's own buffer starts at most this large and doubles as bytes arrive, so that memory
-# follows what a peer really sent, not what its header claims.
+# The shared buffer a reader receives small packets into. A reader holds one only while it holds
+# bytes: once everything received has been read, the buffer goes back to a small pool, so an idle
+# connection holds none. It grows (a new, larger one) when unread packets fill it; a grown one is
+# dropped, not pooled, so memory goes back to this size after a burst.
+_SHARED_BUFFER_SIZE = 16 * 1024
+# A reader whose reads fill its buffer takes a larger fresh one next time (doubling), up to this;
+# larger ones are allocated for the burst and freed, never pooled.
+_MAX_READ_SIZE = 256 * 1024
+# Shared buffers kept for reuse, by all readers of the process: allocating and clearing one costs
+# about as much as receiving a small packet, and many connections may each hold one at a time
+# (all those read in one pass of the event loop). Bounded (8 MiB): beyond this, released
+# buffers are freed. The pool only ever holds what was in use at once before.
+_POOL_SIZE = 512
+_pool: list[bytearray] = []
+# What a reader holding no bytes has instead of a shared buffer; never written to (get_buffer
+# takes a real one first).
+_NO_BUFFER = bytearray()
+# A packet's own buffer starts at most this large and grows as bytes arrive, so that memory
+# follows what a peer really sent, not what its header claims (see _grow_own).
 _OWN_BUFFER_START = 1024 * 1024
 
 
@@ -68,9 +89,11 @@ class PacketReader:
         "_own_filled",
         "_own_size",
         "_pending",
+        "_read_size",
         "_ready",
         "_ready_bytes",
         "_start",
+        "complete",
         "max_packet_size",
         "use_numpy",
     )
@@ -82,7 +105,10 @@ class PacketReader:
             import numpy  # noqa: F401  (fail now, not on the first array)
         self.max_packet_size = max_packet_size
         self.use_numpy = use_numpy
-        self._buf = bytearray(_SHARED_BUFFER_SIZE)
+        # _NO_BUFFER while nothing is held (see _SHARED_BUFFER_SIZE).
+        self._buf = _NO_BUFFER
+        # The size of the next fresh shared buffer (see _MAX_READ_SIZE).
+        self._read_size = _SHARED_BUFFER_SIZE
         self._start = 0
         self._end = 0
         self._own: bytearray | None = None
@@ -96,6 +122,9 @@ class PacketReader:
         self._ready: deque[bytearray] = deque()
         self._ready_bytes = 0
         self._error: DecodeError | None = None
+        #: Whether :meth:`next_packet` has something to return (a packet, or an error); kept
+        #: up to date by every method, so a caller can skip asking when there is nothing.
+        self.complete = False
 
     @property
     def bytes_needed(self) -> int:
@@ -135,6 +164,21 @@ class PacketReader:
             return memoryview(self._own)[self._own_filled :]
         if self._start == self._end:
             self._start = self._end = self._next_header = 0
+            size = self._read_size
+            if len(self._buf) != size:
+                if size > _SHARED_BUFFER_SIZE:
+                    self._buf = bytearray(size)
+                else:
+                    # A buffer from the pool, or a new one. (Pooled ones have this size, unless
+                    # it was changed since: tests and fuzzing do.)
+                    try:
+                        buf = _pool.pop()
+                    except IndexError:  # (checking first would race with other threads' readers)
+                        buf = _NO_BUFFER
+                    if len(buf) != _SHARED_BUFFER_SIZE:
+                        buf = bytearray(_SHARED_BUFFER_SIZE)
+                    self._buf = buf
+                    self._read_size = len(buf)
         elif len(self._buf) - self._end < 4096 or self._end > len(self._buf) // 2:
             self._compact()
             if len(self._buf) - self._end < 4096:
@@ -145,12 +189,14 @@ class PacketReader:
                 self._buf = grown
         return memoryview(self._buf)[self._end :]
 
-    def buffer_updated(self, nbytes: int) -> None:
+    def buffer_updated(self, nbytes: int) -> bool:
         """
         Records that ``nbytes`` bytes were written into the memory from :meth:`get_buffer`.
 
         :raises ncplib.DecodeError: if the header of the next packet to read is invalid or
             announces a packet larger than ``max_packet_size``, or the reader has failed before.
+        :returns: Whether :meth:`next_packet` now has something to return (a packet, or the
+            error of a bad header behind the packets held).
         """
         if self._error is not None:
             raise self._error
@@ -162,10 +208,24 @@ class PacketReader:
                 self._ready_bytes += len(own)
                 self._own = None
                 self._own_filled = 0
-        elif self._pending is None:
-            self._end += nbytes
+                self.complete = True
+            return self.complete
+        if self._pending is None:
+            end = self._end + nbytes
+            # A read that filled the buffer: the peer sends faster than one buffer per pass, so
+            # the next fresh buffer is larger (fewer reads); one that used little shrinks it.
+            if end == len(self._buf):
+                if self._read_size < _MAX_READ_SIZE:
+                    self._read_size *= 2
+            elif nbytes < self._read_size // 8 and self._read_size > _SHARED_BUFFER_SIZE:
+                self._read_size //= 2
+            self._end = end
             self._check_headers()
         # else: the stream is known to be broken; the bytes are dropped.
+        complete = self.complete = (
+            self._next_header > self._start or self._pending is not None or bool(self._ready)
+        )
+        return complete
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """
@@ -212,37 +272,56 @@ class PacketReader:
             if self._ready:
                 own = self._ready.popleft()
                 self._ready_bytes -= len(own)
-                return decode_packet(own, self.use_numpy)
+                self.complete = (
+                    bool(self._ready) or self._next_header > self._start or self._pending is not None
+                )
+                return _decode_packet(own, self.use_numpy)  # type: ignore[no-any-return]
             start = self._start
             if start < self._next_header:
                 # Complete, and its header already checked when it arrived (_check_headers).
-                size = self._packet_size(start)
-                self._start = start + size
-                return self._decode_shared(start, size)
-            self._check_header()
-            if self._own is not None:
-                return None
-            start = self._start
-            if self._end - start < w.PACKET_HEADER_SIZE:
-                if self._pending is not None and start == self._end:
-                    raise self._pending
-                return None
-            size = self._packet_size(start)
-            if self._end - start < size:
-                return None
-            self._start = start + size
-            return self._decode_shared(start, size)
+                return self._take_shared_packet(start)
+            # _check_headers moves the mark past every packet complete when it arrives: the one
+            # at the start is not complete yet (or a bad header stopped the stream there).
+            if self._pending is not None and start == self._end:
+                raise self._pending
+            self.complete = False
+            return None
         except DecodeError as ex:
             self._error = ex
+            self.complete = True
             raise
 
-    def _decode_shared(self, start: int, size: int) -> Packet:
-        """Decodes the complete packet at ``start`` in the shared buffer."""
+    def _take_shared_packet(self, start: int) -> Packet:
+        """Decodes the complete packet at ``start`` in the shared buffer and moves past it."""
+        buf = self._buf
+        end = start + int(_HEADER_PREFIX.unpack_from(buf, start)[2]) * 4
+        self._start = end
+        packet: Packet
         if self.use_numpy:
             # A copy of its own: the arrays view it, and the shared buffer is reused.
-            return decode_packet(self._buf[start : start + size], True)
-        # Decoded values never refer to the buffer they came from: decode in place.
-        return decode_packet(memoryview(self._buf)[start : start + size], False)
+            packet = _decode_packet(buf[start:end], True)
+        else:
+            # Decoded values never refer to the buffer they came from: decode in place.
+            packet = _decode_packet(memoryview(buf)[start:end], False)
+        if end == self._end and self._pending is None:
+            # Everything received has been read: the buffer is not needed until more arrives.
+            # (_release_shared, inlined: this is once per packet on a quiet connection.)
+            self._start = self._end = self._next_header = 0
+            self._buf = _NO_BUFFER
+            self.complete = False
+            if len(buf) == _SHARED_BUFFER_SIZE and len(_pool) < _POOL_SIZE:
+                _pool.append(buf)
+        else:
+            self.complete = end < self._next_header or self._pending is not None
+        return packet
+
+    def _release_shared(self) -> None:
+        """Gives the (empty) shared buffer back to the pool; get_buffer takes one again."""
+        buf = self._buf
+        self._start = self._end = self._next_header = 0
+        self._buf = _NO_BUFFER
+        if len(buf) == _SHARED_BUFFER_SIZE and len(_pool) < _POOL_SIZE:
+            _pool.append(buf)
 
     # Internals.
 
@@ -258,67 +337,74 @@ class PacketReader:
 
     def _check_headers(self) -> None:
         """
-        Validates every packet header that has arrived in the shared buffer.
+        Validates every packet header that has arrived in the shared buffer, and moves the mark
+        of complete packets (``_next_header``) past those now complete.
 
-        A bad header fails the stream as soon as it arrives, even behind complete packets not
-        yet read, so that a peer cannot make the buffer grow behind an impossible packet.
+        A bad header at the start of the held bytes raises at once. One behind complete packets
+        not yet read fails the stream as soon as it arrives too (nothing from it on is kept, so
+        a peer cannot make the buffer grow behind an impossible packet), but is raised once
+        those packets have been read.
         """
-        self._check_header()
-        if self._own is not None:
-            return
-        pos = max(self._next_header, self._start)
+        start = self._start
+        pos = max(self._next_header, start)
         end = self._end
-        while end - pos >= w.PACKET_HEADER_SIZE:
-            size, problem = self._inspect_header(pos)
-            if problem is not None:
-                # The packets before it are still delivered; nothing from it on is kept.
+        buf = self._buf
+        unpack_from = _HEADER_PREFIX.unpack_from
+        while end - pos >= _HEADER_SIZE:
+            magic, _type, size_words = unpack_from(buf, pos)
+            size = size_words * 4
+            if magic != _MAGIC or size < _MIN_SIZE or size > self.max_packet_size:
+                problem = self._header_problem(pos, magic, size)
+                if pos == start:
+                    self._fail(problem)
                 self._pending = DecodeError(problem)
                 self._end = pos
                 break
             if end - pos < size:
+                if pos == start and size >= _OWN_BUFFER_SIZE:
+                    self._move_to_own(size)
+                    return
                 break
             pos += size
         self._next_header = pos
 
-    def _inspect_header(self, pos: int) -> tuple[int, str | None]:
-        """The size of the packet whose complete header is at ``pos``, and what is wrong with it."""
-        magic, _type, size_words = _HEADER_PREFIX.unpack_from(self._buf, pos)
-        size: int = size_words * 4
+    def _header_problem(self, pos: int, magic: bytes, size: int) -> str:
+        """What is wrong with the packet header at ``pos``, giving ``magic`` and ``size`` (in bytes)."""
         if magic != w.PACKET_HEADER_MAGIC:
             head = bytes(memoryview(self._buf)[pos : min(self._end, pos + w.NOT_NCP_HEAD_SIZE + 1)])
-            return size, w.bad_magic_message(head, "the peer sent")
+            return w.bad_magic_message(head, "the peer sent")
         if size < w.MIN_PACKET_SIZE:
-            return size, f"Packet header gives {size} bytes, less than a header and footer"
-        if size > self.max_packet_size:
-            return size, f"Packet of {size} bytes exceeds the maximum of {self.max_packet_size} bytes"
-        return size, None
+            return f"Packet header gives {size} bytes, less than a header and footer"
+        return f"Packet of {size} bytes exceeds the maximum of {self.max_packet_size} bytes"
 
-    def _check_header(self) -> None:
-        """Validates the header at the start of the buffered bytes, once it has arrived."""
+    def _move_to_own(self, size: int) -> None:
+        """Moves the partial large packet at the start into a buffer of its own, received into from now on."""
         start = self._start
         available = self._end - start
-        if available < w.PACKET_HEADER_SIZE:
-            return
-        size, problem = self._inspect_header(start)
-        if problem is not None:
-            self._fail(problem)
-        if size > available and size >= _OWN_BUFFER_SIZE:
-            # Move the partial packet into a buffer of its own, received into from now on.
-            own = bytearray(min(size, max(_OWN_BUFFER_START, 2 * available)))
-            own[:available] = memoryview(self._buf)[start : self._end]
-            self._own = own
-            self._own_filled = available
-            self._own_size = size
-            self._start = self._end = self._next_header = 0
+        start_size = max(_OWN_BUFFER_START, 2 * available)
+        own = bytearray(size if 2 * start_size > size else start_size)
+        own[:available] = memoryview(self._buf)[start : self._end]
+        self._own = own
+        self._own_filled = available
+        self._own_size = size
+        self._release_shared()
+        # Large packets arrive into their own buffers: reads into the shared one stay small, so
+        # that little of the next large packet is received there and copied out.
+        self._read_size = _SHARED_BUFFER_SIZE
 
     def _grow_own(self) -> None:
-        # A new buffer, not a resize: the caller may still hold a view of the old one.
+        # A new buffer, not a resize: the caller may still hold a view of the old one. While the
+        # bytes move, old and new buffers are both held: doubling only while the new buffer stays
+        # within half the packet, then going straight to the packet's size, keeps that peak
+        # under 1.5 times the packet (a buffer is never more than half the packet when it grows).
         own = self._own
         assert own is not None
-        grown = bytearray(min(self._own_size, 2 * len(own)))
+        size = self._own_size
+        grown = bytearray(size if 4 * len(own) > size else 2 * len(own))
         grown[: self._own_filled] = own
         self._own = grown
 
     def _fail(self, message: str) -> NoReturn:
         self._error = DecodeError(message)
+        self.complete = True
         raise self._error

@@ -101,6 +101,8 @@ __all__ = [
     "keepalive_packet",
     "Link",
     "filter_field",
+    "FILTERED_PARAMS",
+    "NOTICE_FIELDS",
     "needs_filtering",
     "next_field_id",
     "coalesce",
@@ -143,9 +145,11 @@ LOCAL_INFO: Final = uuid.getnode().to_bytes(6, "big")[-4:]
 _FALLBACK_HOSTNAME = "python3-ncplib"
 _UTC = timezone.utc
 _HEAD_END = b"\r\n\r\n"
-# Params and field names the client-side filters look at; a field with none of them passes all.
-_FILTERED_PARAMS = frozenset(("ERRO", "ERRC", "WARN", "WARC", "ACKN"))
-_NOTICES = frozenset(("ERRO", "WARN"))
+#: Params the client-side filters look at: a field with none of them, and not named in
+#: :data:`NOTICE_FIELDS`, passes them all.
+FILTERED_PARAMS: Final = frozenset(("ERRO", "ERRC", "WARN", "WARC", "ACKN"))
+#: Field names that are notices in themselves (never delivered while their filter is on).
+NOTICE_FIELDS: Final = frozenset(("ERRO", "WARN"))
 # Field ids come from one counter per process, wrapping at 2**32.
 _field_ids = itertools.count()
 
@@ -624,7 +628,7 @@ def filter_field(
 
 def needs_filtering(name: str, param_names: Iterable[str]) -> bool:
     """Whether :func:`filter_field` could do anything to a field: the usual field passes at once."""
-    return name in _NOTICES or not _FILTERED_PARAMS.isdisjoint(param_names)
+    return name in NOTICE_FIELDS or not FILTERED_PARAMS.isdisjoint(param_names)
 
 
 #: A field of the handshake to send: its name and params (packet type ``LINK``).

@@ -53,19 +53,54 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[Connection], Awaitable[None]]
 
 
+class _ConnectionLimit:
+    """
+    At most ``maximum`` connections served at once (:data:`None`: no limit). Refusals are logged
+    once per burst: a warning at the first, and their count once a connection is admitted again
+    (or the server closes).
+    """
+
+    __slots__ = ("maximum", "refused")
+
+    def __init__(self, maximum: int | None) -> None:
+        self.maximum = maximum
+        self.refused = 0
+
+    def admit(self, serving: int, peer: str) -> bool:
+        """Whether a new connection may be served while ``serving`` others are."""
+        if self.maximum is None or serving < self.maximum:
+            self.end_burst()
+            return True
+        if not self.refused:
+            logger.warning(
+                "Refusing connections (first from %s): %d connections served, the maximum",
+                peer,
+                self.maximum,
+            )
+        self.refused += 1
+        return False
+
+    def end_burst(self) -> None:
+        if self.refused:
+            logger.warning("Refused %d connections over the maximum of %d", self.refused, self.maximum)
+            self.refused = 0
+
+
 class _Handlers:
     """The running connection tasks of one server."""
 
-    __slots__ = ("tasks",)
+    __slots__ = ("limit", "tasks")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: _ConnectionLimit) -> None:
         self.tasks: set[asyncio.Task[None]] = set()
+        self.limit = limit
 
     def add(self, task: asyncio.Task[None]) -> None:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     def cancel(self) -> None:
+        self.limit.end_burst()
         for task in self.tasks:
             task.cancel()
 
@@ -182,6 +217,7 @@ async def start_server(
     use_numpy: bool = False,
     max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
     helo_params: Mapping[str, Param] | None = None,
+    max_connections: int | None = None,
 ) -> Server:
     """
     Creates and returns a new server on the given host and port.
@@ -210,10 +246,16 @@ async def start_server(
     :param helo_params: NCP params for the ``HELO`` field that opens the handshake. Real nodes
         announce themselves there (e.g. ``NCPV``, ``SEID``, ``MACA`` strings); by default the
         field has no params, like the reference server's.
+    :param int max_connections: The most connections served at once; :data:`None` (the default,
+        as in ncplib 6.1.0) for no limit. A connection over the limit is closed as soon as it is
+        accepted, before any NCP, and the server logs one warning when such a burst starts and
+        one with the number refused when it ends. A connection counts from the moment it is
+        accepted (with ``ssl``: once its TLS handshake is done; handshakes in progress end at
+        ``timeout``) until it is closed.
     :raises ncplib.NetworkError: if the server cannot listen on the host and port.
     :raises ncplib.NetworkTimeoutError: if creating the server takes longer than ``timeout``.
-    :raises ValueError: if ``max_packet_size`` is too small, or a ``helo_params`` name or value
-        is invalid.
+    :raises ValueError: if ``max_packet_size`` is too small, ``max_connections`` is less than 1,
+        or a ``helo_params`` name or value is invalid.
     :raises TypeError: if a ``helo_params`` value is not one of the supported value types.
     :raises ImportError: if ``use_numpy`` is true and numpy is not installed.
     :returns: The created :class:`Server`, an :class:`asyncio.AbstractServer` with the attributes of the
@@ -225,8 +267,11 @@ async def start_server(
     if port is None:
         port = default_port(ssl=ssl, authenticate=authenticate is not None)
     loop = asyncio.get_running_loop()
-    handlers = _Handlers()
     # Fail on bad arguments before listening.
+    if max_connections is not None and max_connections < 1:
+        raise ValueError(f"max_connections must be at least 1, not {max_connections}")
+    limit = _ConnectionLimit(max_connections)
+    handlers = _Handlers(limit)
     NCPProtocol(max_packet_size=max_packet_size, use_numpy=use_numpy)
     helo = dict(helo_params or {})
     encode_packet("LINK", 1, datetime.now(timezone.utc), b"", [("HELO", 0, helo.items())])
@@ -235,6 +280,11 @@ async def start_server(
         protocol = NCPProtocol(max_packet_size=max_packet_size, use_numpy=use_numpy, head_mode=tunnel)
 
         def on_made() -> None:
+            transport = protocol.transport
+            assert transport is not None
+            if not limit.admit(len(handlers.tasks), _format_address(transport.get_extra_info("peername"))):
+                transport.abort()
+                return
             handlers.add(
                 loop.create_task(
                     _serve(

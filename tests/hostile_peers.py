@@ -13,7 +13,8 @@ Helpers for the hostile-peer, fault and load tests (always on 127.0.0.1, port 0)
 - Streams to check: :func:`checked_fields` builds and :class:`StreamChecker` verifies fields with
   sequence numbers and checksums.
 - Resources: :func:`open_fds`, :func:`rss_kib` and :func:`peak_rss_kib` (Linux ``/proc``; they
-  return :data:`None` elsewhere), :func:`raise_fd_limit`.
+  return :data:`None` elsewhere), :func:`raise_fd_limit`, :func:`scheduled_timers`, and
+  :class:`Baseline` (tasks, descriptors and timers before a test, checked after it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import array
 import asyncio
 import contextlib
+import gc
 import os
 import random
 import struct
@@ -48,10 +50,13 @@ __all__ = [
     "ServerProcess",
     "checked_fields",
     "StreamChecker",
+    "EchoLoop",
     "open_fds",
     "rss_kib",
     "peak_rss_kib",
     "raise_fd_limit",
+    "scheduled_timers",
+    "Baseline",
 ]
 
 HERE = Path(__file__).resolve().parent
@@ -215,6 +220,42 @@ class StreamChecker:
         self.next = seq + 1
 
 
+class EchoLoop:
+    """
+    Sends :func:`checked_fields` over ``connection`` (to an echo server), one every ``interval``
+    seconds, and checks every echo, until :meth:`finish`.
+    """
+
+    def __init__(self, connection: ncplib.Connection, interval: float = 0.01) -> None:
+        self.connection = connection
+        self.interval = interval
+        self.checker = StreamChecker()
+        self._stop = asyncio.Event()
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        sent = 0
+        while not self._stop.is_set():
+            self.connection.send("DSPL", "ECHO", **checked_fields(sent))
+            sent += 1
+            self.checker.check(await self.connection.recv())
+            await asyncio.sleep(self.interval)
+
+    async def finish(self, limit: float) -> None:
+        """Stops; fails unless every echo arrived intact (and at least one did) within ``limit`` s."""
+        self._stop.set()
+        await asyncio.wait_for(self.task, limit)
+        assert not self.checker.problems, self.checker.problems[:5]
+        assert self.checker.next > 0
+
+    async def cancel(self) -> None:
+        """Stops without checking (the connection may be broken)."""
+        if not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ncplib.NCPError):
+                await self.task
+
+
 async def load_handler(connection: ncplib.Connection) -> None:
     """
     ``DSPL LOAD`` starts a stream of :func:`checked_fields` (as fast as the client reads);
@@ -275,22 +316,27 @@ class ServerProcess:
     """
     A server of ``kind`` (``echo``, ``load`` or ``node``) in a subprocess of its own.
 
-    Use as a context manager; :attr:`port` is where it listens, :attr:`pid` its process id. The
-    subprocess ends when its stdin closes (so it never outlives the test).
+    Use as a context manager; :attr:`port` is where it listens (``port`` if given, else a free
+    one), :attr:`pid` its process id. The subprocess ends when its stdin closes (so it never
+    outlives the test), or at once with :meth:`kill`.
     """
 
-    def __init__(self, kind: str, timeout: int = 5, *, rate: float = 0.0) -> None:
+    def __init__(self, kind: str, timeout: int = 5, *, rate: float = 0.0, port: int = 0) -> None:
         self.kind = kind
         self.timeout = timeout
         self.rate = rate
-        self.port = 0
+        self.port = port
         self.pid = 0
         self._process: subprocess.Popen[str] | None = None
 
-    def __enter__(self) -> ServerProcess:
+    def command(self) -> list[str]:
+        """The command line of the subprocess (it prints its port, then serves until stdin closes)."""
         command = [sys.executable, str(Path(__file__)), self.kind, str(self.timeout), str(self.rate)]
+        return [*command, "--port", str(self.port)]
+
+    def __enter__(self) -> ServerProcess:
         self._process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(HERE)
+            self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(HERE)
         )
         assert self._process.stdout is not None
         line = self._process.stdout.readline()
@@ -313,10 +359,17 @@ class ServerProcess:
         if process.stdout is not None:
             process.stdout.close()
 
+    def kill(self) -> None:
+        """Kills the server at once (``SIGKILL``: no close, the kernel resets its connections)."""
+        process = self._process
+        assert process is not None
+        process.kill()
+        process.wait(10)
 
-async def _serve_in_process(kind: str, timeout: int, rate: float) -> None:
+
+async def _serve_in_process(kind: str, timeout: int, rate: float, port: int) -> None:
     handler = {"echo": echo_handler, "load": load_handler}.get(kind) or node_handler(rate)
-    server = await ncplib.start_server(handler, "127.0.0.1", 0, timeout=timeout)
+    server = await ncplib.start_server(handler, "127.0.0.1", port, timeout=timeout)
     print(server.sockets[0].getsockname()[1], flush=True)
     loop = asyncio.get_running_loop()
     # Serve until the parent closes our stdin.
@@ -357,6 +410,35 @@ def peak_rss_kib(pid: int | None = None) -> int | None:
     return _status(pid, "VmHWM")
 
 
+def scheduled_timers() -> int:
+    """Timers not cancelled on the running loop (asyncio's loop keeps them in ``_scheduled``)."""
+    loop = asyncio.get_running_loop()
+    return sum(1 for handle in getattr(loop, "_scheduled", []) if not handle.cancelled())
+
+
+class Baseline:
+    """Tasks, file descriptors and timers before a test; :meth:`check` compares after it."""
+
+    def __init__(self) -> None:
+        gc.collect()
+        self.tasks = asyncio.all_tasks()
+        self.fds = open_fds()
+        self.timers = scheduled_timers()
+
+    async def check(self) -> None:
+        await asyncio.sleep(0.05)
+        gc.collect()
+        left = asyncio.all_tasks() - self.tasks
+        assert not left, left
+        assert scheduled_timers() <= self.timers, "timers left behind"
+        if self.fds is not None:
+            for _ in range(100):
+                if open_fds() == self.fds:
+                    break
+                await asyncio.sleep(0.05)
+            assert open_fds() == self.fds, "sockets left behind"
+
+
 @contextlib.contextmanager
 def raise_fd_limit(needed: int) -> Iterator[bool]:
     """
@@ -388,11 +470,12 @@ def monotonic() -> float:
 
 
 def main(argv: list[str]) -> int:
-    """Runs a server in this process: ``KIND TIMEOUT [RATE]``; prints the port."""
+    """Runs a server in this process: ``KIND TIMEOUT [RATE] [--port PORT]``; prints the port."""
     parser = argparse.ArgumentParser()
     parser.add_argument("kind", choices=["echo", "load", "node"])
     parser.add_argument("timeout", type=int)
     parser.add_argument("rate", type=float, nargs="?", default=0.0)
+    parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
     try:
         import resource
@@ -404,7 +487,7 @@ def main(argv: list[str]) -> int:
             )
     except (ImportError, ValueError, OSError):
         pass
-    asyncio.run(_serve_in_process(args.kind, args.timeout, args.rate))
+    asyncio.run(_serve_in_process(args.kind, args.timeout, args.rate, args.port))
     return 0
 
 

@@ -215,3 +215,44 @@ def test_time_spent_paused_does_not_count_against_the_peer(monkeypatch: pytest.M
                     assert (await connection.recv())["N"] == n
 
     run(main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_send_and_drain_loop_lets_other_tasks_run_while_the_socket_takes_everything(loop: str) -> None:
+    sends = 2000
+    outcome: dict[str, int] = {}
+
+    async def handler(connection: ncplib.Connection) -> None:
+        field = await connection.recv_field("DSPC", "GO")
+        # A write buffer that never fills: drain() never has a reason to wait.
+        connection.transport.set_write_buffer_limits(high=64 * 1024 * 1024)
+        ticks = 0
+        running = True
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while running:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        before = ticks
+        for n in range(sends):
+            field.send(N=n)
+            await connection.drain()
+            assert not connection._protocol._write_paused
+        outcome["ticks"] = ticks - before
+        running = False
+        await task
+        await connection.recv()
+
+    async def main() -> None:
+        async with serving(handler) as (_, port), await ncplib.connect("127.0.0.1", port) as connection:
+            response = connection.send("DSPC", "GO")
+            for n in range(sends):
+                assert (await response.recv())["N"] == n
+
+    run(main, loop=loop)
+    # The other task ran now and then while the handler sent (not once per send, not never).
+    assert 0 < outcome["ticks"] < sends

@@ -1,0 +1,183 @@
+"""One node of a :class:`~ncplib.Fleet`: its address and the state a user can watch."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ncplib.connection import Connection
+
+__all__ = ["Node", "Address", "parse_address"]
+
+#: An address as accepted by :class:`~ncplib.Fleet`: ``"host"``, ``"host:port"``,
+#: ``"[IPv6]:port"`` or a ``(host, port)`` pair.
+Address = str | tuple[str, int]
+
+
+def parse_address(address: Address, default_port: int) -> tuple[str, str, int]:
+    """
+    Splits an address into its text (as the node's :attr:`Node.address`), host and port.
+
+    A bare IPv6 address (more than one colon, no brackets) is a host without a port.
+
+    :raises ValueError: if the host is empty or the port not a number from 1 to 65535.
+    :raises TypeError: if ``address`` is neither a string nor a ``(host, port)`` pair.
+    :returns: ``(text, host, port)``.
+    """
+    if isinstance(address, tuple):
+        if len(address) != 2 or not isinstance(address[0], str):
+            raise TypeError(f"an address pair is (host, port), not {address!r}")
+        host, port_value = address
+        text = f"[{host}]:{port_value}" if ":" in host else f"{host}:{port_value}"
+        port = _port(port_value, address)
+    elif isinstance(address, str):
+        text = address.strip()
+        port_text: str | None = None
+        if text.startswith("["):
+            end = text.find("]")
+            rest = text[end + 1 :]
+            if end < 0 or (rest and not rest.startswith(":")):
+                raise ValueError(f"invalid address {address!r}")
+            host = text[1:end]
+            port_text = rest[1:] if rest else None
+        elif text.count(":") == 1:
+            host, port_text = text.split(":")
+        else:
+            host = text
+        port = default_port if port_text is None else _port(port_text, address)
+    else:
+        raise TypeError(f"an address is a str or a (host, port) pair, not {type(address).__name__}")
+    if not host:
+        raise ValueError(f"no host in address {address!r}")
+    return text, host, port
+
+
+def _port(value: object, address: object) -> int:
+    port = 0
+    if isinstance(value, (int, str)):
+        try:
+            port = int(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not 0 < port < 65536:
+        raise ValueError(f"invalid port in address {address!r}")
+    return port
+
+
+class Node:
+    """
+    One node of a :class:`~ncplib.Fleet`, the same object across reconnects.
+
+    Read its attributes to watch the fleet; do not set them.
+
+    .. attribute:: address
+
+        The address as given to the fleet (a ``(host, port)`` pair as ``"host:port"``).
+
+    .. attribute:: host
+
+        The host name or IP address connected to.
+
+    .. attribute:: port
+
+        The TCP port connected to.
+
+    .. attribute:: fields
+
+        The number of fields delivered from this node so far, over all its connections.
+
+    .. attribute:: attempts
+
+        How many connection attempts were made, successful or not.
+
+    .. attribute:: reconnects
+
+        How many times the node connected again after its first connection.
+
+    .. attribute:: last_error
+
+        The last exception met by this node: why a connection attempt failed or a connection
+        ended (:exc:`~ncplib.NetworkError`, :exc:`~ncplib.NetworkTimeoutError`,
+        :exc:`~ncplib.AuthenticationError`, :exc:`~ncplib.DecodeError`, ...) or the
+        :exc:`~ncplib.CommandError` of a field the node sent. :data:`None` until one happens;
+        kept after a successful reconnect (compare :attr:`changed`).
+
+    .. attribute:: changed
+
+        When the node last connected, disconnected or failed to connect: Unix time in seconds
+        (:func:`time.time`).
+
+    .. attribute:: retry_delay
+
+        The delay in seconds before the pending reconnection attempt (0.0 when none is pending).
+    """
+
+    __slots__ = (
+        "_connection",
+        "_ended",
+        "_idle_since",
+        "_logged",
+        "_lost_reason",
+        "_on_data",
+        "_queued",
+        "address",
+        "attempts",
+        "changed",
+        "fields",
+        "host",
+        "last_error",
+        "port",
+        "reconnects",
+        "retry_delay",
+    )
+
+    def __init__(self, address: str, host: str, port: int) -> None:
+        self.address = address
+        self.host = host
+        self.port = port
+        self.fields = 0
+        self.attempts = 0
+        self.reconnects = 0
+        self.last_error: BaseException | None = None
+        self.changed = time.time()
+        self.retry_delay = 0.0
+        self._connection: Connection | None = None
+        # Set when the current connection ended, to the reason; awaited by the node's task.
+        self._ended: asyncio.Future[BaseException] | None = None
+        # Why the fleet itself closed the connection (a silent node), reported instead of the
+        # ConnectionClosed that the close causes.
+        self._lost_reason: BaseException | None = None
+        # The fleet's merger: whether the node waits in the ready ring, since when it has had
+        # nothing left to read (loop time), and the callback the protocol calls on data.
+        self._queued = False
+        self._idle_since = 0.0
+        self._on_data: Callable[[], None] | None = None
+        # The description of the last error logged at warning level (logged once per change).
+        self._logged: str | None = None
+
+    @property
+    def connection(self) -> Connection | None:
+        """
+        The current :class:`~ncplib.Connection`, or :data:`None` between connections. Send with
+        it if you like; never receive from it (the fleet does).
+        """
+        return self._connection
+
+    @property
+    def connected(self) -> bool:
+        """Whether the node has a connection that is open (handshake done, subscriptions sent)."""
+        connection = self._connection
+        ended = self._ended
+        if connection is None or ended is None:
+            return False
+        return not connection.is_closing() and not ended.done()
+
+    def _touch(self) -> None:
+        self.changed = time.time()
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else "disconnected"
+        return f"<Node {self.address!r} {state} fields={self.fields} reconnects={self.reconnects}>"
