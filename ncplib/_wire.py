@@ -49,6 +49,29 @@ TYPE_DATA_F32: Final = 0x90
 TYPE_DATA_F64: Final = 0x91
 
 
+#: The value range of each NCP integer type: ``(lowest, highest + 1)``.
+INTEGER_RANGES: Final[dict[str, tuple[int, int]]] = {
+    "i32": (-(2**31), 2**31),
+    "u32": (0, 2**32),
+    "i64": (-(2**63), 2**63),
+    "u64": (0, 2**64),
+}
+
+#: The name of each data type id, without the word "data" (``u8`` for data u8).
+DATA_TYPE_NAMES: Final[dict[int, str]] = {
+    TYPE_DATA_U8: "u8",
+    TYPE_DATA_U16: "u16",
+    TYPE_DATA_U32: "u32",
+    TYPE_DATA_U64: "u64",
+    TYPE_DATA_I8: "i8",
+    TYPE_DATA_I16: "i16",
+    TYPE_DATA_I32: "i32",
+    TYPE_DATA_I64: "i64",
+    TYPE_DATA_F32: "f32",
+    TYPE_DATA_F64: "f64",
+}
+
+
 def _typecode(candidates: str, itemsize: int) -> str:
     # Pick the first array typecode of the wanted size: "L" is 8 bytes on Linux and
     # macOS but 4 on Windows, where "Q" is the 8-byte one.

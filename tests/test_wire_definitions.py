@@ -79,3 +79,14 @@ def test_bottom_modules_import_nothing_of_ncplib(module: str) -> None:
         alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
     ]
     assert [name for name in imported if name.split(".")[0] == "ncplib"] == []
+
+
+def test_the_command_restates_no_wire_fact() -> None:
+    # The ncplib command takes identifiers, integer ranges, data type names and the port from
+    # the library, so that the CLI cannot accept what the codec refuses, or the reverse.
+    for path in sorted((ROOT / "ncplib" / "cli").glob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        assert not re.search(r"=\s*9999\b", source), path.name
+        assert "A-Z0-9" not in source, path.name
+        assert "2**31" not in source and "2**63" not in source, path.name
+        assert '"u16"' not in source, path.name
