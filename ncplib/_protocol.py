@@ -102,6 +102,12 @@ class NCPProtocol(asyncio.BufferedProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._deadline_at = 0.0
         self._drain_waiters: deque[asyncio.Future[None]] = deque()
+        # While drain() waits, one timer per connection watches the write buffer (see
+        # _on_drain_deadline): when it last shrank, and its size then.
+        self._drain_timer: asyncio.TimerHandle | None = None
+        self._drain_timeout = 0.0
+        self._drain_moved_at = 0.0
+        self._drain_size = 0
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._made = False
         self._lost = False
@@ -196,6 +202,7 @@ class NCPProtocol(asyncio.BufferedProtocol):
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+        self._stop_drain_timer()
         if self.on_lost is not None:
             self.on_lost()
         self._wake()
@@ -211,6 +218,7 @@ class NCPProtocol(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._stop_drain_timer()
         while self._drain_waiters:
             waiter = self._drain_waiters.popleft()
             if not waiter.done():
@@ -459,7 +467,7 @@ class NCPProtocol(asyncio.BufferedProtocol):
         if small:
             transport.write(b"".join(small) if len(small) > 1 else small[0])
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float = 0) -> None:
         """
         Waits while the transport's write buffer is above its high-water mark.
 
@@ -468,11 +476,17 @@ class NCPProtocol(asyncio.BufferedProtocol):
         takes everything would otherwise hold the loop, and every other connection, for as long
         as it has something to send.
 
+        :param float timeout: Seconds the write buffer may stay without shrinking while this
+            waits; 0 for no limit. Past it the connection fails (and is aborted: what the peer
+            got is unknown) with :exc:`ncplib.NetworkTimeoutError`, raised here and by every later
+            call. One timer per connection, armed only while someone waits.
         :raises ncplib.NCPError: why the connection broke, or :exc:`ncplib.ConnectionClosed`.
         """
         self.flush()
         while True:
-            if self._lost or (self.transport is not None and self.transport.is_closing()):
+            if self._lost or self._error is not None or (
+                self.transport is not None and self.transport.is_closing()
+            ):
                 self.raise_if_broken()
                 raise ConnectionClosed("Connection closed")
             if not self._write_paused:
@@ -482,9 +496,58 @@ class NCPProtocol(asyncio.BufferedProtocol):
                     await asyncio.sleep(0)
                 return
             self._drains_unyielded = 0
+            if timeout > 0 and self._drain_timer is None:
+                self._start_drain_timer(timeout)
             waiter: asyncio.Future[None] = self._loop.create_future()
             self._drain_waiters.append(waiter)
             await waiter
+
+    def _write_buffer_size(self) -> int:
+        transport = self.transport
+        return 0 if transport is None else transport.get_write_buffer_size()
+
+    def _start_drain_timer(self, timeout: float) -> None:
+        now = self._loop.time()
+        self._drain_timeout = timeout
+        self._drain_moved_at = now
+        self._drain_size = self._write_buffer_size()
+        self._drain_timer = self._loop.call_at(now + timeout, self._on_drain_deadline)
+
+    def _stop_drain_timer(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+
+    def _on_drain_deadline(self) -> None:
+        self._drain_timer = None
+        if self._lost or not self._write_paused or all(w.done() for w in self._drain_waiters):
+            # Nobody waits any more (a waiter cancelled); the next wait arms the timer again.
+            return
+        loop = self._loop
+        now = loop.time()
+        size = self._write_buffer_size()
+        if size < self._drain_size:
+            # The peer took something since the last look: its clock starts again.
+            self._drain_size = size
+            self._drain_moved_at = now
+        due = self._drain_moved_at + self._drain_timeout
+        if due > now + 0.001:
+            self._drain_timer = loop.call_at(due, self._on_drain_deadline)
+            return
+        message = (
+            f"Peer took none of the {size} bytes waiting to be sent for {self._drain_timeout:g} seconds"
+        )
+        if self._error is None:
+            self._error = NetworkTimeoutError(message)
+        transport = self.transport
+        if transport is not None:
+            # Nothing queued can be delivered: abort rather than wait to flush it.
+            transport.abort()
+        self._wake()
+        while self._drain_waiters:
+            waiter = self._drain_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
 
     # Closing.
 

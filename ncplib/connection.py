@@ -480,13 +480,21 @@ class Connection(_AsyncFields):
         Use it after :meth:`send` in a loop that sends a lot, so memory stays bounded when the
         peer reads slowly. Returns at once when the buffer is not full.
 
+        While it waits, the write buffer must shrink at least once per the connection's timeout:
+        a peer that takes nothing for that long (gone without closing, or stuck) fails the
+        connection with :exc:`ncplib.NetworkTimeoutError`, and the connection is then closed
+        (aborted, since what the peer received of the packets sent is unknown); later calls of
+        :meth:`recv`, :meth:`drain` and so on raise the same error.
+
+        :raises ncplib.NetworkTimeoutError: if the peer took nothing sent for the connection's
+            timeout while this waited; the connection is then closed.
         :raises ncplib.ConnectionClosed: if the connection is closed.
         :raises ncplib.NetworkError: if the connection was lost.
         :raises ncplib.DecodeError: if the connection was closed because of a malformed packet.
         """
         if self._closing:
             raise ConnectionClosed("Connection closed")
-        await self._protocol.drain()
+        await self._protocol.drain(self._timeout)
 
     # Negotiation.
 
