@@ -298,6 +298,17 @@ class NCPProtocol(asyncio.BufferedProtocol):
             self._caught_up()
         return None
 
+    @property
+    def packet_started(self) -> float | None:
+        """
+        When (event-loop time, seconds) the first byte of the packet still incomplete arrived, or
+        :data:`None` when none of it is held (reset whenever a packet is taken).
+
+        For a consumer that polls (see ``on_data``) rather than waits: a packet must arrive whole
+        within the timeout counted from this time, as :meth:`wait_data` enforces.
+        """
+        return self._pending_since
+
     def raise_if_broken(self) -> None:
         """
         Raises the reason no more packets can arrive, if there is one.

@@ -429,9 +429,11 @@ class Fleet:
             ended.set_result(reason)
 
     def _check_silent(self) -> None:
-        # One periodic check for all nodes: a connection that received nothing (keep-alives
-        # included) for its negotiated timeout, while the fleet had nothing of it left to read,
-        # is closed; the node then reconnects.
+        # One periodic check for all nodes: a connection that received no complete packet
+        # (keep-alives included) for its negotiated timeout, while the fleet had nothing of it
+        # left to read, is closed; the node then reconnects. As for Connection.recv, the clock
+        # runs from the first byte of the packet still incomplete, else from when the fleet
+        # caught up: a node that trickles bytes of a packet never completed is timed out.
         loop = self._loop
         assert loop is not None
         now = loop.time()
@@ -442,8 +444,9 @@ class Fleet:
             limit = connection._timeout
             if limit <= 0:
                 continue
-            last = max(connection._protocol.last_received, node._idle_since)
-            if now - last > limit:
+            started = connection._protocol.packet_started
+            since = node._idle_since if started is None else started
+            if now - since > limit:
                 node._lost_reason = NetworkTimeoutError(
                     f"No packet received from {node.address} for {limit} seconds"
                 )
