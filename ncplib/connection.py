@@ -289,6 +289,7 @@ class Connection(_AsyncFields):
         self._disconnect_logged = False
         # Fields returned since recv last let the event loop run (see recv).
         self._unyielded = 0
+        self._helo: dict[str, Any] | None = None
         protocol.on_lost = self._on_lost
 
     @property
@@ -297,6 +298,18 @@ class Connection(_AsyncFields):
         transport = self._protocol.transport
         assert transport is not None
         return transport
+
+    @property
+    def helo(self) -> dict[str, Any] | None:
+        """
+        The params of the ``HELO`` field the server sent in the handshake, a :class:`dict` of
+        param names to values: on a real node, ``NCPV`` (firmware version), ``SEID`` (serial
+        number) and ``MACA`` (MAC address), for instance. :data:`None` on a server's connection, and before the
+        handshake.
+
+        Read-only; an addition to 6.1.0's API, which discards the ``HELO``.
+        """
+        return self._helo
 
     # Receiving.
 
