@@ -93,7 +93,9 @@ class NCPProtocol(asyncio.BufferedProtocol):
             self._time = time.monotonic
         if type(loop).create_future is asyncio.BaseEventLoop.create_future:
             self._new_future = partial(asyncio.Future, loop=loop)
-        self._head: bytearray | None = bytearray(MAX_HEAD_SIZE) if head_mode else None
+        # In head mode, empty until the first read: a connection that stays silent costs no
+        # head buffer (see get_buffer).
+        self._head: bytearray | None = bytearray() if head_mode else None
         self._head_len = 0
         self._head_done: bytes | None = None
         # Tasks waiting for a packet: (future, start of the wait, timeout in seconds).
@@ -153,6 +155,8 @@ class NCPProtocol(asyncio.BufferedProtocol):
             return memoryview(bytearray(4096))
         head = self._head
         if head is not None:
+            if not head:
+                head = self._head = bytearray(MAX_HEAD_SIZE)
             return memoryview(head)[self._head_len :]
         view = self.reader.get_buffer(sizehint)
         # One read must not carry the held bytes far past the high-water mark (the reader's
