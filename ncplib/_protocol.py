@@ -11,7 +11,9 @@ held per connection is therefore bounded by ``high_water`` plus one packet of at
 ``max_packet_size``.
 
 Before NCP starts, the protocol can be in *head mode*: it collects an HTTP head (the CONNECT
-step, see :mod:`ncplib.tunnel`) of bounded size; any bytes after the head go to the reader.
+step, see :mod:`ncplib.tunnel`) of bounded size; any bytes after the head go to the reader. A
+peer whose first bytes are an NCP packet header does not do that step: it fails at once (see
+:func:`ncplib.tunnel.check_head_start`). The head buffer is taken at the first read.
 
 Sending: buffers from :func:`~ncplib.packets.encode_packet_buffers` are queued and handed to
 the transport once per pass of the event loop, so a burst of small packets costs one system call.
@@ -33,7 +35,7 @@ from typing import Any, cast
 from ncplib.errors import ConnectionClosed, DecodeError, NetworkError, NetworkTimeoutError
 from ncplib.framing import PacketReader
 from ncplib.packets import Packet
-from ncplib.tunnel import MAX_HEAD_SIZE
+from ncplib.tunnel import MAX_HEAD_SIZE, check_head_start
 
 __all__ = ["NCPProtocol", "DEFAULT_HIGH_WATER"]
 
@@ -235,6 +237,13 @@ class NCPProtocol(asyncio.BufferedProtocol):
         assert head is not None
         start = max(self._head_len - 3, 0)
         self._head_len += nbytes
+        if start == 0 and self._head_len >= 4:
+            # The first 4 bytes: a peer speaking NCP at once gets a clear error, not a wait.
+            try:
+                check_head_start(bytes(head[: self._head_len]))
+            except NetworkError as ex:
+                self._fail(ex)
+                return
         end = head.find(_HEAD_END, start, self._head_len)
         if end < 0:
             if self._head_len >= len(head):
