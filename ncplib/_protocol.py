@@ -508,9 +508,7 @@ class NCPProtocol(asyncio.BufferedProtocol):
         """
         self.flush()
         while True:
-            if self._lost or self._error is not None or (
-                self.transport is not None and self.transport.is_closing()
-            ):
+            if self._error is not None or self.is_closing():
                 self.raise_if_broken()
                 raise ConnectionClosed("Connection closed")
             if not self._write_paused:
@@ -558,9 +556,7 @@ class NCPProtocol(asyncio.BufferedProtocol):
         if due > now + 0.001:
             self._drain_timer = loop.call_at(due, self._on_drain_deadline)
             return
-        message = (
-            f"Peer took none of the {size} bytes waiting to be sent for {self._drain_timeout:g} seconds"
-        )
+        message = f"Peer took none of the {size} bytes waiting to be sent for {self._drain_timeout:g} seconds"
         if self._error is None:
             self._error = NetworkTimeoutError(message)
         transport = self.transport

@@ -304,8 +304,8 @@ class Connection(_AsyncFields):
         """
         The params of the ``HELO`` field the server sent in the handshake, a :class:`dict` of
         param names to values: on a real node, ``NCPV`` (firmware version), ``SEID`` (serial
-        number) and ``MACA`` (MAC address), for instance. :data:`None` on a server's connection, and before the
-        handshake.
+        number) and ``MACA`` (MAC address), for instance. :data:`None` on a server's connection,
+        and before the handshake.
 
         Read-only; an addition to 6.1.0's API, which discards the ``HELO``.
         """
