@@ -212,12 +212,15 @@ class NCPProtocol(asyncio.BufferedProtocol):
         if self.on_lost is not None:
             self.on_lost()
         self._wake()
+        self._wake_drain_waiters()
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def _wake_drain_waiters(self) -> None:
         while self._drain_waiters:
             waiter = self._drain_waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-        if not self._closed.done():
-            self._closed.set_result(None)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -225,10 +228,7 @@ class NCPProtocol(asyncio.BufferedProtocol):
     def resume_writing(self) -> None:
         self._write_paused = False
         self._stop_drain_timer()
-        while self._drain_waiters:
-            waiter = self._drain_waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake_drain_waiters()
 
     # Head mode.
 
@@ -564,10 +564,7 @@ class NCPProtocol(asyncio.BufferedProtocol):
             # Nothing queued can be delivered: abort rather than wait to flush it.
             transport.abort()
         self._wake()
-        while self._drain_waiters:
-            waiter = self._drain_waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake_drain_waiters()
 
     # Closing.
 
