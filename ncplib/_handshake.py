@@ -88,7 +88,9 @@ async def client_handshake(
 async def _client_steps(
     connection: Connection, hostname: str, username: str, domain: str, timeout: int
 ) -> None:
-    await connection.recv_field("LINK", "HELO")
+    helo = await connection.recv_field("LINK", "HELO")
+    # Kept for the application (Connection.helo): it names the node.
+    connection._helo = dict(helo)
     connection.send("LINK", "CCRE", CIW=hostname, CUSR=username, CDOM=domain, LINK=timeout)
     scar = await connection.recv_field("LINK", "SCAR")
     raw = scar.get("LINK")

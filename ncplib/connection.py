@@ -289,6 +289,7 @@ class Connection(_AsyncFields):
         self._disconnect_logged = False
         # Fields returned since recv last let the event loop run (see recv).
         self._unyielded = 0
+        self._helo: dict[str, Any] | None = None
         protocol.on_lost = self._on_lost
 
     @property
@@ -297,6 +298,18 @@ class Connection(_AsyncFields):
         transport = self._protocol.transport
         assert transport is not None
         return transport
+
+    @property
+    def helo(self) -> dict[str, Any] | None:
+        """
+        The params of the ``HELO`` field the server sent in the handshake, a :class:`dict` of
+        param names to values: on a real node, ``NCPV`` (firmware version), ``SEID`` (serial
+        number) and ``MACA`` (MAC address), for instance. :data:`None` on a server's connection,
+        and before the handshake.
+
+        Read-only; an addition to 6.1.0's API, which discards the ``HELO``.
+        """
+        return self._helo
 
     # Receiving.
 
@@ -480,13 +493,21 @@ class Connection(_AsyncFields):
         Use it after :meth:`send` in a loop that sends a lot, so memory stays bounded when the
         peer reads slowly. Returns at once when the buffer is not full.
 
+        While it waits, the write buffer must shrink at least once per the connection's timeout:
+        a peer that takes nothing for that long (gone without closing, or stuck) fails the
+        connection with :exc:`ncplib.NetworkTimeoutError`, and the connection is then closed
+        (aborted, since what the peer received of the packets sent is unknown); later calls of
+        :meth:`recv`, :meth:`drain` and so on raise the same error.
+
+        :raises ncplib.NetworkTimeoutError: if the peer took nothing sent for the connection's
+            timeout while this waited; the connection is then closed.
         :raises ncplib.ConnectionClosed: if the connection is closed.
         :raises ncplib.NetworkError: if the connection was lost.
         :raises ncplib.DecodeError: if the connection was closed because of a malformed packet.
         """
         if self._closing:
             raise ConnectionClosed("Connection closed")
-        await self._protocol.drain()
+        await self._protocol.drain(self._timeout)
 
     # Negotiation.
 
