@@ -48,16 +48,16 @@ async def _within(steps: Awaitable[None], timeout: int) -> None:
 
 
 async def client_handshake(
-    connection: Connection, link: Link, *, hostname: str, username: str, domain: str, timeout: int
+    connection: Connection, link: Link, handshake: ClientHandshake, timeout: int
 ) -> None:
     """
-    Runs the client side of the handshake, which must be completed within ``timeout`` seconds,
-    then establishes ``link`` (the connection's) with the negotiated timeout.
+    Runs the client side of the handshake (``handshake``, which keeps the node's ``HELO`` for
+    :attr:`Connection.helo <ncplib.Connection.helo>`), which must be completed within ``timeout``
+    seconds, then establishes ``link`` (the connection's) with the negotiated timeout.
 
     :raises ncplib.NCPError: if the connection fails or the server sends an error;
         :exc:`ncplib.NetworkTimeoutError` if the handshake is not completed in time.
     """
-    handshake = ClientHandshake(hostname, username, domain, timeout)
     await _within(_steps(connection, handshake), timeout)
     link.establish(handshake.negotiated or 0, asyncio.get_running_loop().time())
 

@@ -11,7 +11,9 @@ held per connection is therefore bounded by ``high_water`` plus one packet of at
 ``max_packet_size``.
 
 Before NCP starts, the protocol can be in *head mode*: it collects an HTTP head (the CONNECT
-step, see :mod:`ncplib.tunnel`) of bounded size; any bytes after the head go to the reader.
+step, see :mod:`ncplib.tunnel`) of bounded size; any bytes after the head go to the reader. A
+peer whose first bytes are an NCP packet header does not do that step: it fails at once (see
+:func:`ncplib.tunnel.check_head_start`). The head buffer is taken at the first read.
 
 Sending: buffers from :func:`~ncplib.packets.encode_packet_buffers` are queued and handed to
 the transport once per pass of the event loop, so a burst of small packets costs one system call.
@@ -33,7 +35,7 @@ from typing import Any, cast
 from ncplib.errors import ConnectionClosed, DecodeError, NetworkError, NetworkTimeoutError
 from ncplib.framing import PacketReader
 from ncplib.packets import Packet
-from ncplib.tunnel import MAX_HEAD_SIZE
+from ncplib.tunnel import MAX_HEAD_SIZE, check_head_start
 
 __all__ = ["NCPProtocol", "DEFAULT_HIGH_WATER"]
 
@@ -93,7 +95,9 @@ class NCPProtocol(asyncio.BufferedProtocol):
             self._time = time.monotonic
         if type(loop).create_future is asyncio.BaseEventLoop.create_future:
             self._new_future = partial(asyncio.Future, loop=loop)
-        self._head: bytearray | None = bytearray(MAX_HEAD_SIZE) if head_mode else None
+        # In head mode, empty until the first read: a connection that stays silent costs no
+        # head buffer (see get_buffer).
+        self._head: bytearray | None = bytearray() if head_mode else None
         self._head_len = 0
         self._head_done: bytes | None = None
         # Tasks waiting for a packet: (future, start of the wait, timeout in seconds).
@@ -102,6 +106,12 @@ class NCPProtocol(asyncio.BufferedProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._deadline_at = 0.0
         self._drain_waiters: deque[asyncio.Future[None]] = deque()
+        # While drain() waits, one timer per connection watches the write buffer (see
+        # _on_drain_deadline): when it last shrank, and its size then.
+        self._drain_timer: asyncio.TimerHandle | None = None
+        self._drain_timeout = 0.0
+        self._drain_moved_at = 0.0
+        self._drain_size = 0
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._made = False
         self._lost = False
@@ -147,6 +157,8 @@ class NCPProtocol(asyncio.BufferedProtocol):
             return memoryview(bytearray(4096))
         head = self._head
         if head is not None:
+            if not head:
+                head = self._head = bytearray(MAX_HEAD_SIZE)
             return memoryview(head)[self._head_len :]
         view = self.reader.get_buffer(sizehint)
         # One read must not carry the held bytes far past the high-water mark (the reader's
@@ -196,25 +208,27 @@ class NCPProtocol(asyncio.BufferedProtocol):
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+        self._stop_drain_timer()
         if self.on_lost is not None:
             self.on_lost()
         self._wake()
+        self._wake_drain_waiters()
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def _wake_drain_waiters(self) -> None:
         while self._drain_waiters:
             waiter = self._drain_waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-        if not self._closed.done():
-            self._closed.set_result(None)
 
     def pause_writing(self) -> None:
         self._write_paused = True
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        while self._drain_waiters:
-            waiter = self._drain_waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+        self._stop_drain_timer()
+        self._wake_drain_waiters()
 
     # Head mode.
 
@@ -223,6 +237,13 @@ class NCPProtocol(asyncio.BufferedProtocol):
         assert head is not None
         start = max(self._head_len - 3, 0)
         self._head_len += nbytes
+        if start == 0 and self._head_len >= 4:
+            # The first 4 bytes: a peer speaking NCP at once gets a clear error, not a wait.
+            try:
+                check_head_start(bytes(head[: self._head_len]))
+            except NetworkError as ex:
+                self._fail(ex)
+                return
         end = head.find(_HEAD_END, start, self._head_len)
         if end < 0:
             if self._head_len >= len(head):
@@ -289,6 +310,17 @@ class NCPProtocol(asyncio.BufferedProtocol):
         if self._read_paused:
             self._caught_up()
         return None
+
+    @property
+    def packet_started(self) -> float | None:
+        """
+        When (event-loop time, seconds) the first byte of the packet still incomplete arrived, or
+        :data:`None` when none of it is held (reset whenever a packet is taken).
+
+        For a consumer that polls (see ``on_data``) rather than waits: a packet must arrive whole
+        within the timeout counted from this time, as :meth:`wait_data` enforces.
+        """
+        return self._pending_since
 
     def raise_if_broken(self) -> None:
         """
@@ -459,7 +491,7 @@ class NCPProtocol(asyncio.BufferedProtocol):
         if small:
             transport.write(b"".join(small) if len(small) > 1 else small[0])
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float = 0) -> None:
         """
         Waits while the transport's write buffer is above its high-water mark.
 
@@ -468,11 +500,15 @@ class NCPProtocol(asyncio.BufferedProtocol):
         takes everything would otherwise hold the loop, and every other connection, for as long
         as it has something to send.
 
+        :param float timeout: Seconds the write buffer may stay without shrinking while this
+            waits; 0 for no limit. Past it the connection fails (and is aborted: what the peer
+            got is unknown) with :exc:`ncplib.NetworkTimeoutError`, raised here and by every later
+            call. One timer per connection, armed only while someone waits.
         :raises ncplib.NCPError: why the connection broke, or :exc:`ncplib.ConnectionClosed`.
         """
         self.flush()
         while True:
-            if self._lost or (self.transport is not None and self.transport.is_closing()):
+            if self._error is not None or self.is_closing():
                 self.raise_if_broken()
                 raise ConnectionClosed("Connection closed")
             if not self._write_paused:
@@ -482,9 +518,53 @@ class NCPProtocol(asyncio.BufferedProtocol):
                     await asyncio.sleep(0)
                 return
             self._drains_unyielded = 0
+            if timeout > 0 and self._drain_timer is None:
+                self._start_drain_timer(timeout)
             waiter: asyncio.Future[None] = self._loop.create_future()
             self._drain_waiters.append(waiter)
             await waiter
+
+    def _write_buffer_size(self) -> int:
+        transport = self.transport
+        return 0 if transport is None else transport.get_write_buffer_size()
+
+    def _start_drain_timer(self, timeout: float) -> None:
+        now = self._loop.time()
+        self._drain_timeout = timeout
+        self._drain_moved_at = now
+        self._drain_size = self._write_buffer_size()
+        self._drain_timer = self._loop.call_at(now + timeout, self._on_drain_deadline)
+
+    def _stop_drain_timer(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+
+    def _on_drain_deadline(self) -> None:
+        self._drain_timer = None
+        if self._lost or not self._write_paused or all(w.done() for w in self._drain_waiters):
+            # Nobody waits any more (a waiter cancelled); the next wait arms the timer again.
+            return
+        loop = self._loop
+        now = loop.time()
+        size = self._write_buffer_size()
+        if size < self._drain_size:
+            # The peer took something since the last look: its clock starts again.
+            self._drain_size = size
+            self._drain_moved_at = now
+        due = self._drain_moved_at + self._drain_timeout
+        if due > now + 0.001:
+            self._drain_timer = loop.call_at(due, self._on_drain_deadline)
+            return
+        message = f"Peer took none of the {size} bytes waiting to be sent for {self._drain_timeout:g} seconds"
+        if self._error is None:
+            self._error = NetworkTimeoutError(message)
+        transport = self.transport
+        if transport is not None:
+            # Nothing queued can be delivered: abort rather than wait to flush it.
+            transport.abort()
+        self._wake()
+        self._wake_drain_waiters()
 
     # Closing.
 

@@ -151,13 +151,19 @@ def bad_magic_message(head: bytes, sender: str = "the packet starts with") -> st
     :returns: One line, such as ``Invalid packet header magic 48545450: the peer sent
         'HTTP/1.1 200 OK\\r\\n...', not NCP``.
     """
+    return f"Invalid packet header magic {bytes(head[:4]).hex()}: {sender} {shown_bytes(head)}, not NCP"
+
+
+def shown_bytes(head: bytes) -> str:
+    """
+    The first :data:`NOT_NCP_HEAD_SIZE` bytes of ``head`` for an error message: quoted text when
+    they are text, else hexadecimal; ``...`` marks more.
+    """
     shown = bytes(head[:NOT_NCP_HEAD_SIZE])
     more = "..." if len(head) > NOT_NCP_HEAD_SIZE else ""
     if shown and all(byte in _TEXT_BYTES for byte in shown):
-        text = repr(shown.decode("ascii") + more)
-    else:
-        text = shown.hex() + more
-    return f"Invalid packet header magic {shown[:4].hex()}: {sender} {text}, not NCP"
+        return repr(shown.decode("ascii") + more)
+    return shown.hex() + more
 
 
 # The magic numbers as little-endian 32-bit words, as a decoder reads them.

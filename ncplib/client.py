@@ -24,7 +24,7 @@ from ncplib._protocol import NCPProtocol
 from ncplib.connection import Connection
 from ncplib.errors import NetworkError, NetworkTimeoutError
 from ncplib.framing import DEFAULT_MAX_PACKET_SIZE
-from ncplib.protocol import Link, client_endpoint, client_identity, default_port
+from ncplib.protocol import ClientHandshake, Link, client_endpoint, client_identity, default_port
 from ncplib.tunnel import client_tunnel
 
 __all__ = ["connect", "default_port"]
@@ -121,6 +121,7 @@ async def connect(
         raise NetworkError(f"Could not connect to {remote_hostname}: {ex}") from ex
     logger.info("Connected to %s over NCP", remote_hostname)
     link = Link(timeout, loop.time())
+    handshake = ClientHandshake(hostname, connection_username, connection_domain, timeout)
     connection = Connection(
         protocol,
         logger=logger,
@@ -130,18 +131,12 @@ async def connect(
         auto_warn=auto_warn,
         auto_ackn=auto_ackn,
         link=link,
+        handshake=handshake,
     )
     try:
         if tunnel:
             await client_tunnel(protocol, username, password, timeout)
-        await client_handshake(
-            connection,
-            link,
-            hostname=hostname,
-            username=connection_username,
-            domain=connection_domain,
-            timeout=timeout,
-        )
+        await client_handshake(connection, link, handshake, timeout)
     except BaseException:
         connection.close()
         await connection.wait_closed()

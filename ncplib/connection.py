@@ -38,6 +38,7 @@ from ncplib.protocol import (
     FILTERED_PARAMS,
     LOCAL_INFO,
     NOTICE_FIELDS,
+    ClientHandshake,
     Link,
     filter_field,
     keepalive_packet,
@@ -233,6 +234,8 @@ class Connection(_AsyncFields):
     :param bool auto_ackn: Skip received fields with ``ACKN``.
     :param link: The connection's timing rules (:class:`ncplib.protocol.Link`), shared with the
         handshake that establishes them; a new one by default.
+    :param handshake: A client's handshake (:class:`ncplib.protocol.ClientHandshake`), which
+        keeps the node's ``HELO`` for :attr:`helo`.
 
     .. attribute:: logger
 
@@ -254,6 +257,7 @@ class Connection(_AsyncFields):
         auto_warn: bool = False,
         auto_ackn: bool = False,
         link: Link | None = None,
+        handshake: ClientHandshake | None = None,
     ) -> None:
         self.logger = logger
         self.remote_hostname = remote_hostname
@@ -261,6 +265,7 @@ class Connection(_AsyncFields):
         self._loop = asyncio.get_running_loop()
         self._link = Link(timeout, self._loop.time()) if link is None else link
         self._link.on_established = self._start_keepalive
+        self._handshake = handshake
         self._fields: deque[Field] = deque()
         self._auto_erro = auto_erro
         self._auto_warn = auto_warn
@@ -284,6 +289,18 @@ class Connection(_AsyncFields):
         transport = self._protocol.transport
         assert transport is not None
         return transport
+
+    @property
+    def helo(self) -> dict[str, Any] | None:
+        """
+        The params of the ``HELO`` field the server sent in the handshake, a :class:`dict` of
+        param names to values: on a real node, ``NCPV`` (firmware version), ``SEID`` (serial
+        number) and ``MACA`` (MAC address), for instance. :data:`None` on a server's connection,
+        and before the handshake.
+
+        Read-only; an addition to 6.1.0's API, which discards the ``HELO``.
+        """
+        return None if self._handshake is None else self._handshake.helo
 
     # Receiving.
 
@@ -459,13 +476,21 @@ class Connection(_AsyncFields):
         Use it after :meth:`send` in a loop that sends a lot, so memory stays bounded when the
         peer reads slowly. Returns at once when the buffer is not full.
 
+        While it waits, the write buffer must shrink at least once per the connection's timeout:
+        a peer that takes nothing for that long (gone without closing, or stuck) fails the
+        connection with :exc:`ncplib.NetworkTimeoutError`, and the connection is then closed
+        (aborted, since what the peer received of the packets sent is unknown); later calls of
+        :meth:`recv`, :meth:`drain` and so on raise the same error.
+
+        :raises ncplib.NetworkTimeoutError: if the peer took nothing sent for the connection's
+            timeout while this waited; the connection is then closed.
         :raises ncplib.ConnectionClosed: if the connection is closed.
         :raises ncplib.NetworkError: if the connection was lost.
         :raises ncplib.DecodeError: if the connection was closed because of a malformed packet.
         """
         if self._closing:
             raise ConnectionClosed("Connection closed")
-        await self._protocol.drain()
+        await self._protocol.drain(self._timeout)
 
     # Keep-alive: the decisions are the link's (ncplib.protocol.Link), the timer is ours.
 

@@ -647,7 +647,7 @@ class ClientHandshake:
     :param int timeout: The timeout proposed in CCRE ``LINK``.
     """
 
-    __slots__ = ("domain", "expecting", "hostname", "negotiated", "timeout", "username")
+    __slots__ = ("domain", "expecting", "helo", "hostname", "negotiated", "timeout", "username")
 
     def __init__(self, hostname: str, username: str, domain: str, timeout: int) -> None:
         self.hostname = hostname
@@ -658,6 +658,9 @@ class ClientHandshake:
         self.expecting = "HELO"
         #: The negotiated timeout once SCAR arrived (see :func:`accept_timeout`), else None.
         self.negotiated: int | None = None
+        #: The params of the server's ``HELO`` (a real node names itself there: ``NCPV``,
+        #: ``SEID``, ``MACA``), once it arrived, else None.
+        self.helo: dict[str, Any] | None = None
 
     def receive(self, name: str, params: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> Step | None:
         """
@@ -669,6 +672,7 @@ class ClientHandshake:
             return None
         if name == "HELO":
             self.expecting = "SCAR"
+            self.helo = dict(params)
             return "CCRE", [
                 ("CIW", self.hostname),
                 ("CUSR", self.username),

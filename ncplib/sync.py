@@ -46,6 +46,7 @@ from ncplib.errors import CommandError, CommandWarning, ConnectionClosed, Networ
 from ncplib.framing import DEFAULT_MAX_PACKET_SIZE
 from ncplib.packets import Param
 from ncplib.protocol import (
+    ClientHandshake,
     ClientProtocol,
     CommandErrorReceived,
     CommandWarningReceived,
@@ -242,6 +243,15 @@ class Connection(_Fields):
         self._closed = False
         self._wakeup = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def helo(self) -> dict[str, Any] | None:
+        """
+        The params of the ``HELO`` field the server sent in the handshake, as
+        :attr:`ncplib.Connection.helo`: on a real node ``NCPV``, ``SEID`` and ``MACA``.
+        """
+        handshake = getattr(self._protocol, "handshake", None)
+        return handshake.helo if isinstance(handshake, ClientHandshake) else None
 
     @property
     def socket(self) -> socket.socket:

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ncplib._wire import PACKET_HEADER_MAGIC, shown_bytes
 from ncplib.errors import AuthenticationError, NetworkError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,6 +37,7 @@ __all__ = [
     "parse_request",
     "encode_response",
     "parse_response",
+    "check_head_start",
     "client_tunnel",
     "server_tunnel",
 ]
@@ -172,12 +174,29 @@ def parse_response(head: bytes) -> None:
     raise NetworkError(message)
 
 
+def check_head_start(head: bytes) -> None:
+    """
+    Checks the first bytes of what should be an HTTP head, so that a peer that speaks NCP at once
+    (a node that does not expect the CONNECT step) is told apart from one still sending its head.
+
+    :param bytes head: The bytes received so far, at least the 4 of a packet header magic.
+    :raises ncplib.NetworkError: if they start with the NCP packet header magic, naming what was
+        received.
+    """
+    if head[:4] == PACKET_HEADER_MAGIC:
+        raise NetworkError(
+            "Peer sent NCP, not an HTTP head: it does not expect the CONNECT step (a username and "
+            f"password, or TLS); received {shown_bytes(head)}"
+        )
+
+
 async def client_tunnel(protocol: NCPProtocol, username: str, password: str, timeout: float) -> None:
     """
     Runs the client side of the CONNECT step over ``protocol``.
 
     :raises ncplib.AuthenticationError: if the server rejected the credentials.
-    :raises ncplib.NetworkError: if the server answered badly or the connection failed.
+    :raises ncplib.NetworkError: if the server answered badly (with NCP, for a node that does not
+        expect the CONNECT step) or the connection failed.
     :raises ncplib.NetworkTimeoutError: if no complete answer came within ``timeout`` seconds.
     """
     protocol.write_raw(encode_request(username, password))

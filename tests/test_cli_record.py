@@ -123,7 +123,11 @@ def test_record_sigmf_directly_and_finish_on_ctrl_c(nodes: list[str], tmp_path: 
     assert len(captures) >= 5
     assert recording.read_samples().shape == (512 * len(captures),)
     assert [c["core:sample_start"] for c in captures] == [512 * k for k in range(len(captures))]
-    assert recording.get_global_info()["core:sample_rate"] == 62.5e6 / 8
+    info = recording.get_global_info()
+    assert info["core:sample_rate"] == 62.5e6 / 8
+    # The node's identity, from the HELO of its handshake (the simulated node's default SEID).
+    assert info["ncplib:helo"]["SEID"] == "rfeye-sim"
+    assert "rfeye-sim" in info["core:hw"]
 
 
 @pytest.mark.parametrize(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import array
 import asyncio
+import socket
 
 import pytest
 from netutil import LOOPS, packet_bytes, raw_handshake, raw_server, run, serving
 
 import ncplib
 from ncplib import framing, protocol
+from ncplib._protocol import NCPProtocol
 
 PACKETS = 400
 CHUNK = array.array("i", range(32 * 1024))  # 128 KiB per packet, 50 MiB in all.
@@ -256,3 +258,63 @@ def test_a_send_and_drain_loop_lets_other_tasks_run_while_the_socket_takes_every
     run(main, loop=loop)
     # The other task ran now and then while the handler sent (not once per send, not never).
     assert 0 < outcome["ticks"] < sends
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_drain_times_out_only_when_the_write_buffer_stops_moving(loop: str) -> None:
+    """
+    drain()'s deadline counts from the last time the write buffer shrank: a peer that reads
+    slowly but steadily for several timeouts never trips it; once it stops reading, drain()
+    raises :exc:`ncplib.NetworkTimeoutError` and the connection is aborted. Its timer exists only
+    while drain() waits.
+    """
+    timeout = 0.3
+    reading = {"on": True}
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while reading["on"]:
+            if not await reader.read(32 * 1024):
+                return
+            await asyncio.sleep(0.02)
+        # No more reading from here on, until the server closes this connection.
+        writer.transport.pause_reading()
+        for _ in range(400):
+            if writer.is_closing():
+                return
+            await asyncio.sleep(0.05)
+
+    async def main() -> None:
+        async with raw_server(peer) as port:
+            running = asyncio.get_running_loop()
+            # A small kernel send buffer, so that the write buffer moves as the peer reads.
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+            sock.setblocking(False)
+            await running.sock_connect(sock, ("127.0.0.1", port))
+            transport, protocol = await running.create_connection(
+                lambda: NCPProtocol(max_packet_size=1 << 20, use_numpy=False), sock=sock
+            )
+            data = bytes(64 * 1024)
+            try:
+                waits = 0
+                end = running.time() + 4 * timeout
+                while running.time() < end:
+                    protocol.write_buffers([data])
+                    protocol.flush()
+                    waits += protocol._write_paused
+                    await protocol.drain(timeout)
+                    assert protocol._drain_timer is None
+                assert waits > 0  # drain() did wait, and the deadline never fired.
+                reading["on"] = False
+                with pytest.raises(ncplib.NetworkTimeoutError, match="took none of the"):
+                    for _ in range(10_000):
+                        protocol.write_buffers([data])
+                        await asyncio.wait_for(protocol.drain(timeout), 10 * timeout)
+                assert protocol.is_closing()
+                with pytest.raises(ncplib.NetworkTimeoutError):
+                    await protocol.drain(timeout)
+            finally:
+                transport.abort()
+                await protocol.wait_closed(1)
+
+    run(main, loop=loop)

@@ -354,8 +354,10 @@ def test_connect_and_disconnect_are_logged(caplog: pytest.LogCaptureFixture) -> 
 
 def test_server_helo_params() -> None:
     helos: list[Any] = []
+    server_sides: list[Any] = []
 
     async def handler(connection: ncplib.Connection) -> None:
+        server_sides.append(connection.helo)
         await connection.recv()
 
     async def main() -> None:
@@ -365,12 +367,17 @@ def test_server_helo_params() -> None:
             helos.append(await read_packet(reader))
             writer.close()
             await writer.wait_closed()
-            # Clients do not mind.
+            # Clients keep the params, read-only.
             connection = await ncplib.connect("127.0.0.1", port)
+            helos.append(connection.helo)
+            with pytest.raises(AttributeError):
+                connection.helo = {}  # type: ignore[misc]
             connection.close()
             await connection.wait_closed()
 
     run(main)
+    assert helos[1] == {"NCPV": "1.0", "SEID": "node-1", "MACA": "00:11:22:33:44:55"}
+    assert server_sides == [None]
     assert helos[0][4] == [
         ("HELO", helos[0][4][0][1], [("NCPV", "1.0"), ("SEID", "node-1"), ("MACA", "00:11:22:33:44:55")])
     ]

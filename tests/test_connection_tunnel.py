@@ -7,7 +7,7 @@ import ssl
 from pathlib import Path
 
 import pytest
-from netutil import LOOPS, raw_server, run, serving
+from netutil import LOOPS, packet_bytes, raw_server, run, serving
 
 import ncplib
 from ncplib import tunnel
@@ -162,6 +162,38 @@ def test_client_rejects_an_oversized_answer() -> None:
         async with raw_server(peer) as port:
             with pytest.raises(ncplib.NetworkError, match="larger than"):
                 await ncplib.connect("127.0.0.1", port, username="a", password="b", timeout=5)
+
+    run(main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_credentials_against_a_plain_ncp_server_say_it_answered_with_ncp(loop: str) -> None:
+    async def main() -> None:
+        async with serving(echo) as (_, port):
+            with pytest.raises(ncplib.NetworkError) as caught:
+                await ncplib.connect("127.0.0.1", port, username="bob", password="s3cret", timeout=5)
+        message = str(caught.value)
+        assert message.startswith("Peer sent NCP, not an HTTP head: it does not expect the CONNECT step")
+        # What was received: the server's HELO, from its packet header magic on.
+        assert "received ddccbbaa" in message
+        assert not isinstance(caught.value, ncplib.NetworkTimeoutError)
+
+    run(main, loop=loop)
+
+
+def test_credentials_against_a_node_that_sends_helo_and_waits_fail_at_once() -> None:
+    # A node that ignores the CONNECT request instead of hanging up: the HELO alone tells.
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(packet_bytes("LINK", [("HELO", 1, {"SEID": "node-1"})]))
+        await reader.read()
+
+    async def main() -> None:
+        async with raw_server(peer) as port:
+            with pytest.raises(
+                ncplib.NetworkError, match=r"^Peer sent NCP, not an HTTP head.*ddccbbaa"
+            ) as caught:
+                await ncplib.connect("127.0.0.1", port, username="a", password="b", timeout=20)
+            assert not isinstance(caught.value, ncplib.NetworkTimeoutError)
 
     run(main)
 

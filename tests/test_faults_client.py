@@ -386,15 +386,11 @@ def test_a_hundred_fault_cycles_leave_nothing_behind() -> None:
     assert after - before < 16 * 1024, figures
 
 
-@pytest.mark.xfail(
-    strict=True, reason="Connection.drain() has no deadline: it waits forever on a blackholed peer"
-)
 def test_drain_against_a_blackhole_raises_within_the_timeout() -> None:
     """
     A producer (``send()`` then ``await drain()``) whose peer vanished without a FIN: its writes
-    pile up until ``drain()`` blocks, and nothing ever wakes it, since the timeout governs
-    receiving only. It should raise :exc:`ncplib.NetworkTimeoutError` once the write buffer has
-    not moved for the connection's timeout.
+    pile up until ``drain()`` blocks. It raises :exc:`ncplib.NetworkTimeoutError` once the write
+    buffer has not moved for the connection's timeout, and the connection is closed.
     """
 
     async def main(server: ServerProcess) -> None:
@@ -411,6 +407,11 @@ def test_drain_against_a_blackhole_raises_within_the_timeout() -> None:
                 with pytest.raises(ncplib.NetworkTimeoutError):
                     # Three times the timeout: only bounds the wait for what should happen.
                     await asyncio.wait_for(produce(), 3 * TIMEOUT)
+                assert connection.is_closing()
+                with pytest.raises(ncplib.NetworkTimeoutError):
+                    await connection.drain()
+                with pytest.raises(ncplib.NetworkTimeoutError):
+                    await connection.recv()
             finally:
                 connection.transport.abort()
                 await connection.wait_closed()

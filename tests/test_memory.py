@@ -138,3 +138,41 @@ def test_a_thousand_idle_connections_cost_the_server_at_most_16_mb() -> None:
             grown = netutil.run(lambda: main(server.port, server.pid), timeout=240, debug=False)
     print(f"\n{IDLE} idle connections: server RSS +{grown} KiB ({grown * 1024 / IDLE:.0f} bytes each)")
     assert grown <= 16 * 1024
+
+
+def test_a_silent_connection_in_head_mode_holds_no_head_buffer() -> None:
+    """
+    Auth and TLS servers collect an HTTP head first: its buffer is taken at the first read,
+    so a connection that never sends anything costs far less than the head's maximum size.
+    """
+    from ncplib._protocol import NCPProtocol
+    from ncplib.tunnel import MAX_HEAD_SIZE
+
+    async def main() -> None:
+        def held(head_mode: bool) -> tuple[int, NCPProtocol]:
+            tracemalloc.start()
+            try:
+                before = tracemalloc.get_traced_memory()[0]
+                protocol = NCPProtocol(max_packet_size=1 << 20, use_numpy=False, head_mode=head_mode)
+                return tracemalloc.get_traced_memory()[0] - before, protocol
+            finally:
+                tracemalloc.stop()
+
+        held(True)  # Warm-up: what is measured is a connection's share, not first-use caches.
+        plain, _ = held(False)
+        in_head_mode, protocol = held(True)
+        # What head mode adds: next to nothing, not the head's maximum size.
+        assert in_head_mode - plain < MAX_HEAD_SIZE // 8, (in_head_mode, plain)
+        # The head still arrives, split over reads, with the first packet after it.
+        head = b"CONNECT node HTTP/1.1\r\nHost: node\r\n\r\n"
+        data = head + _packet(array.array("h", range(10)))
+        for start in range(0, len(data), 7):
+            chunk = data[start : start + 7]
+            buf = protocol.get_buffer(-1)
+            buf[: len(chunk)] = chunk
+            protocol.buffer_updated(len(chunk))
+        assert await protocol.read_head(5) == head
+        packet = protocol.next_packet()
+        assert packet is not None and packet[4][0][2][1] == ("N", 0)
+
+    netutil.run(main)

@@ -526,6 +526,14 @@ def test_server_tunnel_head_too_large() -> None:
     assert isinstance(event, p.ConnectionEnded) and "larger than 8192" in str(event.error)
 
 
+def test_client_keeps_the_servers_helo() -> None:
+    c = client()
+    assert c.handshake.helo is None
+    c.receive_data(packet("LINK", ("HELO", 0, {"NCPV": "1.0", "SEID": "node"})), 0.0)
+    c.events_received()
+    assert c.handshake.helo == {"NCPV": "1.0", "SEID": "node"}
+
+
 def test_server_helo_params_are_checked_at_once() -> None:
     with pytest.raises(ValueError):
         server(helo_params={"bad name": 1})

@@ -110,6 +110,7 @@ async def echo(connection: ncplib.Connection) -> None:
 def test_the_example_in_the_task_description() -> None:
     with node() as port:
         with ncplib.sync.connect("127.0.0.1", port, timeout=60) as connection:
+            assert connection.helo is not None and "SEID" in connection.helo  # the node names itself
             response = connection.send("DSPC", "SWEP", FSTA=400, FSTP=500)
             field = response.recv(timeout=5)
             assert field.packet_type == "DSPC" and field.name == "SWEP"

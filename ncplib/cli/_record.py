@@ -197,7 +197,7 @@ async def _run_record(args: argparse.Namespace) -> int:
         if sink is None:
             label = file_label(node.address)
             if args.format == "sigmf":
-                helo = getattr(field.connection, "helo", None)
+                helo = field.connection.helo
                 sink = SigMFFiles(
                     directory, label, max_bytes=rotate_bytes, max_seconds=args.rotate_s, helo=helo
                 )

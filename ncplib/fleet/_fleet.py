@@ -18,7 +18,7 @@ Each node has one task, idle while the node is connected: it connects, sends the
 subscriptions, waits for the connection to end (the consumer reports the end once it has taken
 every field received before it, so a node's fields stay in order across reconnects), then waits
 a backoff delay and connects again. A single periodic check, not one timer per node, closes
-connections that received nothing for their negotiated timeout.
+connections that received no complete packet for their negotiated timeout.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class Fleet:
 
     Nodes connect in the background once the ``async with`` block is entered; the loop yields
     ``(node, field)`` pairs as fields arrive, from whichever nodes are connected. A node that
-    cannot be reached, drops its connection, stops sending for its negotiated timeout or
+    cannot be reached, drops its connection, sends no complete packet for its negotiated timeout or
     rejects the credentials is retried, with its error in :attr:`Node.last_error` and in the
     log; nothing of one node is raised out of the loop. The loop finds a connection's end after
     its last field and only then does the node reconnect: keep looping. Leaving the block (or :meth:`close`)
@@ -86,8 +86,9 @@ class Fleet:
         80 with ``username``/``password``). Each entry is one :class:`Node` with a connection of
         its own: an address listed twice is connected twice (as load tests do).
     :param int timeout: Proposed to each node as the connection's timeout in seconds (the node
-        may change it, 5 to 60 for an ncplib server); a connection that receives nothing for
-        the negotiated timeout is closed and the node reconnects. Also bounds connecting.
+        may change it, 5 to 60 for an ncplib server); a connection that receives no complete
+        packet for the negotiated timeout (bytes trickling in do not count, as for
+        :meth:`ncplib.Connection.recv`) is closed and the node reconnects. Also bounds connecting.
     :param bool use_numpy: Decode data params as read-only numpy arrays (see
         :func:`ncplib.connect`).
     :param reconnect_delay: ``(low, high)``: the shortest and longest delay in seconds before a
@@ -429,9 +430,11 @@ class Fleet:
             ended.set_result(reason)
 
     def _check_silent(self) -> None:
-        # One periodic check for all nodes: a connection that received nothing (keep-alives
-        # included) for its negotiated timeout, while the fleet had nothing of it left to read,
-        # is closed; the node then reconnects.
+        # One periodic check for all nodes: a connection that received no complete packet
+        # (keep-alives included) for its negotiated timeout, while the fleet had nothing of it
+        # left to read, is closed; the node then reconnects. As for Connection.recv, the clock
+        # runs from the first byte of the packet still incomplete, else from when the fleet
+        # caught up: a node that trickles bytes of a packet never completed is timed out.
         loop = self._loop
         assert loop is not None
         now = loop.time()
@@ -442,8 +445,9 @@ class Fleet:
             limit = connection._timeout
             if limit <= 0:
                 continue
-            last = max(connection._protocol.last_received, node._idle_since)
-            if now - last > limit:
+            started = connection._protocol.packet_started
+            since = node._idle_since if started is None else started
+            if now - since > limit:
                 node._lost_reason = NetworkTimeoutError(
                     f"No packet received from {node.address} for {limit} seconds"
                 )
