@@ -24,3 +24,6 @@ root_doc = "index"
 html_theme = "alabaster"
 html_theme_options = {"description": "NCP for CRFS RFeye nodes", "fixed_sidebar": True}
 pygments_style = "sphinx"
+# ncplib.Connection and ncplib.sync.Connection share a name: a bare "Connection" in a signature
+# has two targets, and Sphinx says so. The prose names the one it means in full.
+suppress_warnings = ["ref.python"]

@@ -73,22 +73,10 @@ import_datetime()
 
 __all__ = ["encode_packet", "encode_packet_buffers", "decode_packet"]
 
-# Wire constants, as C values.
+# Wire constants, as C values, from their one definition in _wire.py.
+include "_wire.pxi"
+
 cdef enum:
-    HEADER_SIZE = 32
-    FOOTER_SIZE = 8
-    FIELD_HEADER_SIZE = 12
-    PARAM_HEADER_SIZE = 8
-    MIN_PACKET_SIZE = 40
-    MAX_FIELD_WORDS = 0xFFFFFF
-    T_I32 = 0x00
-    T_U32 = 0x01
-    T_STRING = 0x02
-    T_I64 = 0x03
-    T_U64 = 0x04
-    T_F32 = 0x10
-    T_F64 = 0x11
-    T_RAW = 0x80
     # Values at least this large are not copied into the scratch buffer: encode_packet copies
     # them once into the result, encode_packet_buffers returns views of them.
     BULK_MIN = 512
@@ -257,13 +245,13 @@ cdef uint32_t _encode_identifier_word(object value, str what) except? 0xFFFFFFFF
                 if PyUnicode_CheckExact(value) and len(_ENCODED_IDS) < 4096:
                     _ENCODED_IDS[value] = _le32(raw)
                 return _le32(raw)
-    raise ValueError(f"Invalid {what} {value!r}: must be 1 to 4 characters of A-Z, 0-9 or space")
+    raise ValueError(w.MSG_BAD_IDENTIFIER.format(what=what, value=value))
 
 
 cdef object _array_data(object value, object name):
     cdef object type_id = _TYPECODE_TO_TYPE.get(value.typecode)
     if type_id is None:
-        raise TypeError(f"Param {name!r}: array typecode {value.typecode!r} has no NCP data type")
+        raise TypeError(w.MSG_BAD_TYPECODE.format(name=name, typecode=value.typecode))
     if _BIG_ENDIAN_HOST and value.itemsize > 1:
         value = array.array(value.typecode, value)
         value.byteswap()
@@ -274,7 +262,7 @@ cdef object _numpy_data(object value, object name):
     dtype = value.dtype
     type_id = _DTYPE_TO_TYPE.get((dtype.kind, dtype.itemsize))
     if type_id is None:
-        raise TypeError(f"Param {name!r}: numpy dtype {dtype} has no NCP data type")
+        raise TypeError(w.MSG_BAD_DTYPE.format(name=name, dtype=dtype))
     if dtype.byteorder not in "<|" and not (dtype.byteorder == "=" and not _BIG_ENDIAN_HOST):
         value = value.astype(dtype.newbyteorder("<"))
     if not value.flags.c_contiguous:
@@ -292,7 +280,7 @@ cdef object _buffer_data(object name, object value):
         return _array_data(value, name)
     if w.is_numpy_array(value):
         return _numpy_data(value, name)
-    raise TypeError(f"Param {name!r}: unsupported value type {type(value).__name__}")
+    raise TypeError(w.MSG_BAD_VALUE_TYPE.format(name=name, type_name=type(value).__name__))
 
 
 cdef inline int _put_param_header(Scratch* s, uint32_t name_word, Py_ssize_t size, int type_id) noexcept:
@@ -310,7 +298,7 @@ cdef int64_t _encode_i32(object name, object value) except? -1:
     except OverflowError:
         v = 1LL << 40
     if v < -0x80000000 or v > 0x7FFFFFFF:
-        raise ValueError(f"Param {name!r}: {value!r} is out of range for NCP i32")
+        raise ValueError(w.MSG_OUT_OF_RANGE.format(name=name, value=value, ncp_type="i32"))
     return v
 
 
@@ -320,9 +308,9 @@ cdef uint64_t _encode_unsigned(object name, object value, uint64_t limit,
     try:
         v = PyLong_AsUnsignedLongLong(value)
     except OverflowError:
-        raise ValueError(f"Param {name!r}: {value!r} is out of range for NCP {ncp_type}") from None
+        raise ValueError(w.MSG_OUT_OF_RANGE.format(name=name, value=value, ncp_type=ncp_type)) from None
     if v > limit:
-        raise ValueError(f"Param {name!r}: {value!r} is out of range for NCP {ncp_type}")
+        raise ValueError(w.MSG_OUT_OF_RANGE.format(name=name, value=value, ncp_type=ncp_type))
     return v
 
 
@@ -330,7 +318,7 @@ cdef int64_t _encode_i64(object name, object value) except? -1:
     try:
         return PyLong_AsLongLong(value)
     except OverflowError:
-        raise ValueError(f"Param {name!r}: {value!r} is out of range for NCP i64") from None
+        raise ValueError(w.MSG_OUT_OF_RANGE.format(name=name, value=value, ncp_type="i64")) from None
 
 
 cdef uint32_t _encode_f32(object name, object value) except? 0xFFFFFFFF:
@@ -338,7 +326,7 @@ cdef uint32_t _encode_f32(object name, object value) except? 0xFFFFFFFF:
     cdef float y = <float>x
     cdef uint32_t bits
     if ncp_isinf(y) and not ncp_isinf(x):
-        raise ValueError(f"Param {name!r}: {value!r} is out of range for NCP f32")
+        raise ValueError(w.MSG_OUT_OF_RANGE.format(name=name, value=value, ncp_type="f32"))
     memcpy(&bits, &y, 4)
     return bits
 
@@ -395,15 +383,15 @@ cdef Py_ssize_t _put_string(Scratch* s, uint32_t name_word, object name, object 
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as ex:
-            raise ValueError(f"Param {name!r}: string cannot be encoded as UTF-8: {ex}") from None
+            raise ValueError(w.MSG_NOT_UTF8.format(name=name, error=ex)) from None
         raise
     if memchr(utf8, 0, str_size) != NULL:
-        raise ValueError(f"Param {name!r}: string contains a NUL character")
+        raise ValueError(w.MSG_NUL_IN_STRING.format(name=name))
     data_size = str_size + 1
     padding = (-data_size) & 3
     param_size = PARAM_HEADER_SIZE + data_size + padding
     if (param_size >> 2) > MAX_FIELD_WORDS:
-        raise ValueError(f"Param {name!r}: value of {data_size} bytes is too large")
+        raise ValueError(w.MSG_PARAM_TOO_LARGE.format(name=name, size=data_size))
     _reserve(s, param_size)
     _put_param_header(s, name_word, param_size, T_STRING)
     memcpy(s.p + s.n, utf8, str_size)
@@ -449,29 +437,26 @@ cdef int _put_header(Scratch* s, object packet_type, object packet_id, object ti
     cdef int64_t id_value = _exact_u32(packet_id)
     if id_value < 0:
         if not isinstance(packet_id, int):
-            raise TypeError(f"packet id must be an int, not {type(packet_id).__name__}")
+            raise TypeError(w.MSG_PACKET_ID_TYPE.format(type_name=type(packet_id).__name__))
         if not 0 <= packet_id <= 0xFFFFFFFF:
-            raise ValueError(f"packet id {packet_id!r} is out of range for u32")
+            raise ValueError(w.MSG_PACKET_ID_RANGE.format(packet_id=packet_id))
         id_value = PyLong_AsUnsignedLongLong(int(packet_id))
     if not PyDateTime_Check(timestamp):
-        raise TypeError(f"timestamp must be a datetime, not {type(timestamp).__name__}")
+        raise TypeError(w.MSG_TIMESTAMP_TYPE.format(type_name=type(timestamp).__name__))
     seconds = _timestamp_seconds(timestamp)
     if not 0 <= seconds <= 0xFFFFFFFF:
-        raise ValueError(f"timestamp {timestamp!r} is outside the NCP range (1970 to 2106)")
+        raise ValueError(w.MSG_TIMESTAMP_RANGE.format(timestamp=timestamp))
     if not PyBytes_CheckExact(info):
         if not isinstance(info, (bytes, bytearray, memoryview)):
-            raise TypeError(f"info must be bytes, not {type(info).__name__}")
+            raise TypeError(w.MSG_INFO_TYPE.format(type_name=type(info).__name__))
         info = bytes(info)
     info_n = PyBytes_GET_SIZE(info)
     if info_n > 4:
-        raise ValueError(f"info must be at most 4 bytes, not {info_n}")
+        raise ValueError(w.MSG_INFO_SIZE.format(size=info_n))
     if (packet_size >> 2) > 0xFFFFFFFF:
-        raise ValueError(f"packet of {packet_size} bytes is too large")
+        raise ValueError(w.MSG_PACKET_TOO_LARGE.format(size=packet_size))
     p = s.p
-    p[0] = 0xDD
-    p[1] = 0xCC
-    p[2] = 0xBB
-    p[3] = 0xAA
+    _put32(p, HEADER_MAGIC_WORD)
     _put32(p + 4, type_word)
     _put32(p + 8, <uint32_t>(packet_size >> 2))
     _put32(p + 12, <uint32_t>id_value)
@@ -559,7 +544,7 @@ cdef object _encode(object packet_type, object packet_id, object timestamp, obje
                 padding = (-data_size) & 3
                 param_size = PARAM_HEADER_SIZE + data_size + padding
                 if (param_size >> 2) > MAX_FIELD_WORDS:
-                    raise ValueError(f"Param {param_name!r}: value of {data_size} bytes is too large")
+                    raise ValueError(w.MSG_PARAM_TOO_LARGE.format(name=param_name, size=data_size))
                 if data_size >= BULK_MIN:
                     _reserve(&s, PARAM_HEADER_SIZE + padding)
                     _put_param_header(&s, name_word, param_size, type_id)
@@ -577,14 +562,14 @@ cdef object _encode(object packet_type, object packet_id, object timestamp, obje
                 s.n += padding
                 field_size += param_size
             if (field_size >> 2) > MAX_FIELD_WORDS:
-                raise ValueError(f"Field {field_name!r}: {field_size} bytes is too large")
+                raise ValueError(w.MSG_FIELD_TOO_LARGE.format(name=field_name, size=field_size))
             name_word = _encode_identifier(field_name, "field name")
             id_value = _exact_u32(field_id)
             if id_value < 0:
                 if type(field_id) is not int and not isinstance(field_id, int):
-                    raise TypeError(f"Field {field_name!r}: id must be an int, not {type(field_id).__name__}")
+                    raise TypeError(w.MSG_FIELD_ID_TYPE.format(name=field_name, type_name=type(field_id).__name__))
                 if not 0 <= field_id <= 0xFFFFFFFF:
-                    raise ValueError(f"Field {field_name!r}: id {field_id!r} is out of range for u32")
+                    raise ValueError(w.MSG_FIELD_ID_RANGE.format(name=field_name, field_id=field_id))
                 id_value = PyLong_AsUnsignedLongLong(int(field_id))
             _put32(s.p + field_header, name_word)
             _put32(s.p + field_header + 4, <uint32_t>(field_size >> 2))
@@ -593,10 +578,7 @@ cdef object _encode(object packet_type, object packet_id, object timestamp, obje
         _put_header(&s, packet_type, packet_id, timestamp, info, packet_size)
         _reserve(&s, FOOTER_SIZE)
         memset(s.p + s.n, 0, 4)
-        s.p[s.n + 4] = 0xAA
-        s.p[s.n + 5] = 0xBB
-        s.p[s.n + 6] = 0xCC
-        s.p[s.n + 7] = 0xDD
+        _put32(s.p + s.n + 4, FOOTER_MAGIC_WORD)
         s.n += FOOTER_SIZE
         if s.n + bulk_size != packet_size:  # pragma: no cover - an internal inconsistency
             raise RuntimeError("encoded size does not match the packet size")
@@ -700,7 +682,7 @@ cdef object _decode_string(const unsigned char* p, Py_ssize_t n):
         return PyUnicode_DecodeUTF8(<const char*>p, n, NULL)
     except UnicodeDecodeError:
         pass
-    _warn(_DecodeWarning("String is not valid UTF-8; undecodable bytes replaced"), stacklevel=1)
+    _warn(_DecodeWarning(w.WARN_BAD_UTF8), stacklevel=1)
     return PyUnicode_DecodeUTF8(<const char*>p, n, "replace")
 
 
@@ -720,8 +702,7 @@ cdef object _decode_data(int type_id, const unsigned char* p, Py_ssize_t data_st
     if size % itemsize:
         _warn(
             _DecodeWarning(
-                f"Param {name!r}: {size} bytes is not a whole number of {itemsize}-byte items; "
-                "the last partial item is dropped"
+                w.WARN_PARTIAL_ITEM.format(name=name, size=size, itemsize=itemsize)
             ),
             stacklevel=1,
         )
@@ -753,23 +734,23 @@ cdef object _decode(const unsigned char* p, Py_ssize_t size, object source, bint
     cdef list fields, params
     cdef object numpy_view = None
     if size < MIN_PACKET_SIZE:
-        raise _DecodeError(f"Packet of {size} bytes is shorter than a header and footer")
-    if not (p[0] == 0xDD and p[1] == 0xCC and p[2] == 0xBB and p[3] == 0xAA):
+        raise _DecodeError(w.MSG_PACKET_TOO_SHORT.format(size=size))
+    if _le32(p) != HEADER_MAGIC_WORD:
         raise _DecodeError(w.bad_magic_message(
             PyBytes_FromStringAndSize(<const char*>p, min(size, <Py_ssize_t>(w.NOT_NCP_HEAD_SIZE + 1)))
         ))
     size_words = _le32(p + 8)
     if <uint64_t>size_words * 4 != <uint64_t>size:
         raise _DecodeError(
-            f"Packet header gives {<uint64_t>size_words * 4} bytes, but the packet is {size} bytes"
+            w.MSG_PACKET_SIZE_MISMATCH.format(header_size=<uint64_t>size_words * 4, size=size)
         )
-    if not (p[size - 4] == 0xAA and p[size - 3] == 0xBB and p[size - 2] == 0xCC and p[size - 1] == 0xDD):
+    if _le32(p + size - 4) != FOOTER_MAGIC_WORD:
         raise _DecodeError(
-            f"Invalid packet footer magic {PyBytes_FromStringAndSize(<const char*>p + size - 4, 4).hex()}"
+            w.MSG_BAD_FOOTER.format(footer=PyBytes_FromStringAndSize(<const char*>p + size - 4, 4).hex())
         )
     nanos = _le32(p + 24)
     if nanos > 999999999:
-        raise _DecodeError(f"Invalid packet timestamp nanoseconds {nanos}")
+        raise _DecodeError(w.MSG_BAD_NANOSECONDS.format(nanos=nanos))
     packet_id = _le32(p + 12)
     seconds = _le32(p + 20)
     timestamp = _decode_timestamp(seconds, nanos // 1000)
@@ -781,53 +762,53 @@ cdef object _decode(const unsigned char* p, Py_ssize_t size, object source, bint
     pos = HEADER_SIZE
     while pos < end:
         if end - pos < FIELD_HEADER_SIZE:
-            raise _DecodeError(f"Field header at byte {pos} overruns the packet")
+            raise _DecodeError(w.MSG_FIELD_HEADER_OVERRUN.format(pos=pos))
         field_word = _le32(p + pos + 4)
         field_size = <Py_ssize_t>(field_word & 0xFFFFFF) * 4
         if field_size < FIELD_HEADER_SIZE:
-            raise _DecodeError(f"Field at byte {pos} has invalid size {field_size}")
+            raise _DecodeError(w.MSG_FIELD_SIZE.format(pos=pos, size=field_size))
         field_end = pos + field_size
         if field_end > end:
-            raise _DecodeError(f"Field at byte {pos} overflows the packet by {field_end - end} bytes")
+            raise _DecodeError(w.MSG_FIELD_OVERFLOW.format(pos=pos, excess=field_end - end))
         field_name = _decode_identifier(p + pos)
         field_id = _le32(p + pos + 8)
         params = []
         pos += FIELD_HEADER_SIZE
         while pos < field_end:
             if field_end - pos < PARAM_HEADER_SIZE:
-                raise _DecodeError(f"Param header at byte {pos} overruns its field")
-            if _le32(p + pos) == 0 and _le32(p + pos + 4) == 0xDDCCBBAAu:
-                _warn(_DecodeWarning(f"Skipped embedded packet footer at byte {pos}"), stacklevel=1)
+                raise _DecodeError(w.MSG_PARAM_HEADER_OVERRUN.format(pos=pos))
+            if _le32(p + pos) == 0 and _le32(p + pos + 4) == FOOTER_MAGIC_WORD:
+                _warn(_DecodeWarning(w.WARN_EMBEDDED_FOOTER.format(pos=pos)), stacklevel=1)
                 pos += 8
                 continue
             param_word = _le32(p + pos + 4)
             param_size = <Py_ssize_t>(param_word & 0xFFFFFF) * 4
             if param_size < PARAM_HEADER_SIZE:
-                raise _DecodeError(f"Param at byte {pos} has invalid size {param_size}")
+                raise _DecodeError(w.MSG_PARAM_SIZE.format(pos=pos, size=param_size))
             param_end = pos + param_size
             if param_end > field_end:
                 raise _DecodeError(
-                    f"Param at byte {pos} overflows its field by {param_end - field_end} bytes"
+                    w.MSG_PARAM_OVERFLOW.format(pos=pos, excess=param_end - field_end)
                 )
             type_id = param_word >> 24
             name = _decode_identifier(p + pos)
             data_start = pos + PARAM_HEADER_SIZE
             if type_id == T_I32:
                 if param_end - data_start < 4:
-                    raise _DecodeError(f"Param {name!r} at byte {pos} is too short for its type")
+                    raise _DecodeError(w.MSG_PARAM_TOO_SHORT.format(name=name, pos=pos))
                 value = <long>(<int32_t>_le32(p + data_start))
             elif type_id == T_STRING:
                 value = _decode_string(p + data_start, param_end - data_start)
             elif type_id == T_U32 or type_id == T_F32:
                 if param_end - data_start < 4:
-                    raise _DecodeError(f"Param {name!r} at byte {pos} is too short for its type")
+                    raise _DecodeError(w.MSG_PARAM_TOO_SHORT.format(name=name, pos=pos))
                 if type_id == T_U32:
                     value = _u32(PyLong_FromUnsignedLong(_le32(p + data_start)))
                 else:
                     value = PyFloat_FromDouble(_f32_from_bits(_le32(p + data_start)))
             elif type_id == T_I64 or type_id == T_U64 or type_id == T_F64:
                 if param_end - data_start < 8:
-                    raise _DecodeError(f"Param {name!r} at byte {pos} is too short for its type")
+                    raise _DecodeError(w.MSG_PARAM_TOO_SHORT.format(name=name, pos=pos))
                 if type_id == T_I64:
                     value = _i64(PyLong_FromLongLong(<int64_t>_le64(p + data_start)))
                 elif type_id == T_U64:
@@ -840,7 +821,7 @@ cdef object _decode(const unsigned char* p, Py_ssize_t size, object source, bint
                 value = _decode_data(type_id, p, data_start, param_end - data_start, numpy_view, name)
             else:
                 _warn(
-                    _DecodeWarning(f"Param {name!r} has unsupported type id 0x{type_id:02x}; kept as bytes"),
+                    _DecodeWarning(w.WARN_UNKNOWN_TYPE.format(name=name, type_id=type_id)),
                     stacklevel=1,
                 )
                 value = PyBytes_FromStringAndSize(<const char*>p + data_start, param_end - data_start)
@@ -887,7 +868,7 @@ def decode_packet(buf, use_numpy=False):
         try:
             mv = memoryview(buf)
         except TypeError:
-            raise TypeError(f"a bytes-like object is required, not {type(buf).__name__}") from None
+            raise TypeError(w.MSG_BUFFER_TYPE.format(type_name=type(buf).__name__)) from None
         copy = mv.tobytes()
         p = <const unsigned char*>PyBytes_AS_STRING(copy)
         return _decode(p, PyBytes_GET_SIZE(copy), copy, numpy_mode)

@@ -50,7 +50,7 @@ def _encode_identifier(value: object, what: str) -> bytes:
     except (KeyError, TypeError):
         pass
     if not isinstance(value, str) or w.IDENTIFIER_RE.match(value) is None:
-        raise ValueError(f"Invalid {what} {value!r}: must be 1 to 4 characters of A-Z, 0-9 or space")
+        raise ValueError(w.MSG_BAD_IDENTIFIER.format(what=what, value=value))
     encoded = value.encode("ascii").ljust(4, b"\x00")
     if len(_IDENTIFIER_CACHE) < 4096:
         _IDENTIFIER_CACHE[value] = encoded
@@ -61,14 +61,14 @@ def _pack_int(packer: Struct, value: int, ncp_type: str, name: str) -> bytes:
     try:
         return packer.pack(value)
     except StructError:
-        raise ValueError(f"Param {name!r}: {value!r} is out of range for NCP {ncp_type}") from None
+        raise ValueError(w.MSG_OUT_OF_RANGE.format(name=name, value=value, ncp_type=ncp_type)) from None
 
 
 def _encode_array_data(value: array.array[Any], name: str) -> tuple[int, _Data]:
     try:
         type_id = w.TYPECODE_TO_TYPE[value.typecode]
     except KeyError:
-        raise TypeError(f"Param {name!r}: array typecode {value.typecode!r} has no NCP data type") from None
+        raise TypeError(w.MSG_BAD_TYPECODE.format(name=name, typecode=value.typecode)) from None
     if w.BIG_ENDIAN_HOST and value.itemsize > 1:  # pragma: no cover
         value = array.array(value.typecode, value)
         value.byteswap()
@@ -79,7 +79,7 @@ def _encode_numpy_data(value: Any, name: str) -> tuple[int, _Data]:
     dtype = value.dtype
     type_id = w.DTYPE_TO_TYPE.get((dtype.kind, dtype.itemsize))
     if type_id is None:
-        raise TypeError(f"Param {name!r}: numpy dtype {dtype} has no NCP data type")
+        raise TypeError(w.MSG_BAD_DTYPE.format(name=name, dtype=dtype))
     if dtype.byteorder not in "<|" and not (dtype.byteorder == "=" and not w.BIG_ENDIAN_HOST):
         value = value.astype(dtype.newbyteorder("<"))
     if not value.flags.c_contiguous:
@@ -124,16 +124,16 @@ def _encode_value(name: str, value: object) -> tuple[int, _Data]:
         return w.TYPE_RAW, value.cast("B") if value.c_contiguous else value.tobytes()
     if isinstance(value, array.array):
         return _encode_array_data(value, name)
-    raise TypeError(f"Param {name!r}: unsupported value type {cls.__name__}")
+    raise TypeError(w.MSG_BAD_VALUE_TYPE.format(name=name, type_name=cls.__name__))
 
 
 def _encode_string(name: str, value: str) -> bytes:
     try:
         encoded = value.encode("utf-8")
     except UnicodeEncodeError as ex:
-        raise ValueError(f"Param {name!r}: string cannot be encoded as UTF-8: {ex}") from None
+        raise ValueError(w.MSG_NOT_UTF8.format(name=name, error=ex)) from None
     if b"\x00" in encoded:
-        raise ValueError(f"Param {name!r}: string contains a NUL character")
+        raise ValueError(w.MSG_NUL_IN_STRING.format(name=name))
     return encoded + b"\x00"
 
 
@@ -141,7 +141,7 @@ def _encode_f32(name: str, value: float) -> bytes:
     try:
         return _F32.pack(value)
     except OverflowError:
-        raise ValueError(f"Param {name!r}: {value!r} is out of range for NCP f32") from None
+        raise ValueError(w.MSG_OUT_OF_RANGE.format(name=name, value=value, ncp_type="f32")) from None
 
 
 def encode_packet_buffers(
@@ -174,7 +174,9 @@ def encode_packet_buffers(
                 try:
                     append(pack_i32_param(name_bytes, 3, value))
                 except StructError:
-                    raise ValueError(f"Param {param_name!r}: {value!r} is out of range for NCP i32") from None
+                    raise ValueError(
+                        w.MSG_OUT_OF_RANGE.format(name=param_name, value=value, ncp_type="i32")
+                    ) from None
                 field_size += 12
                 continue
             type_id, data = _encode_value(param_name, value)
@@ -182,7 +184,7 @@ def encode_packet_buffers(
             padding = _PADDING[data_size & 3]
             param_size = w.PARAM_HEADER_SIZE + data_size + len(padding)
             if param_size > _MAX_PARAM_SIZE:
-                raise ValueError(f"Param {param_name!r}: value of {data_size} bytes is too large")
+                raise ValueError(w.MSG_PARAM_TOO_LARGE.format(name=param_name, size=data_size))
             header = pack_param_header(name_bytes, (param_size >> 2) | (type_id << 24))
             if data_size < _BULK_MIN:
                 append(header + data + padding)
@@ -193,7 +195,7 @@ def encode_packet_buffers(
                     append(padding)
             field_size += param_size
         if field_size > _MAX_PARAM_SIZE:
-            raise ValueError(f"Field {field_name!r}: {field_size} bytes is too large")
+            raise ValueError(w.MSG_FIELD_TOO_LARGE.format(name=field_name, size=field_size))
         out[field_header_index] = _encode_identifier(field_name, "field name") + _pack_field_tail(
             field_size >> 2, field_id, field_name
         )
@@ -205,9 +207,9 @@ def encode_packet_buffers(
 
 def _pack_field_tail(size_words: int, field_id: int, field_name: str) -> bytes:
     if type(field_id) is not int and not isinstance(field_id, int):
-        raise TypeError(f"Field {field_name!r}: id must be an int, not {type(field_id).__name__}")
+        raise TypeError(w.MSG_FIELD_ID_TYPE.format(name=field_name, type_name=type(field_id).__name__))
     if not 0 <= field_id <= 0xFFFFFFFF:
-        raise ValueError(f"Field {field_name!r}: id {field_id!r} is out of range for u32")
+        raise ValueError(w.MSG_FIELD_ID_RANGE.format(name=field_name, field_id=field_id))
     return _U32.pack(size_words) + _U32.pack(field_id)
 
 
@@ -216,11 +218,11 @@ def _encode_header(
 ) -> bytes:
     type_bytes = _encode_identifier(packet_type, "packet type")
     if not isinstance(packet_id, int):
-        raise TypeError(f"packet id must be an int, not {type(packet_id).__name__}")
+        raise TypeError(w.MSG_PACKET_ID_TYPE.format(type_name=type(packet_id).__name__))
     if not 0 <= packet_id <= 0xFFFFFFFF:
-        raise ValueError(f"packet id {packet_id!r} is out of range for u32")
+        raise ValueError(w.MSG_PACKET_ID_RANGE.format(packet_id=packet_id))
     if not isinstance(timestamp, datetime):
-        raise TypeError(f"timestamp must be a datetime, not {type(timestamp).__name__}")
+        raise TypeError(w.MSG_TIMESTAMP_TYPE.format(type_name=type(timestamp).__name__))
     if timestamp.tzinfo is None:
         seconds_float = timestamp.timestamp()
         seconds = int(seconds_float // 1)
@@ -228,14 +230,14 @@ def _encode_header(
         delta = timestamp - _EPOCH
         seconds = delta.days * 86400 + delta.seconds
     if not 0 <= seconds <= 0xFFFFFFFF:
-        raise ValueError(f"timestamp {timestamp!r} is outside the NCP range (1970 to 2106)")
+        raise ValueError(w.MSG_TIMESTAMP_RANGE.format(timestamp=timestamp))
     if not isinstance(info, (bytes, bytearray, memoryview)):
-        raise TypeError(f"info must be bytes, not {type(info).__name__}")
+        raise TypeError(w.MSG_INFO_TYPE.format(type_name=type(info).__name__))
     info = bytes(info)
     if len(info) > 4:
-        raise ValueError(f"info must be at most 4 bytes, not {len(info)}")
+        raise ValueError(w.MSG_INFO_SIZE.format(size=len(info)))
     if packet_size >> 2 > w.MAX_PACKET_WORDS:
-        raise ValueError(f"packet of {packet_size} bytes is too large")
+        raise ValueError(w.MSG_PACKET_TOO_LARGE.format(size=packet_size))
     return _PACKET_HEADER.pack(
         w.PACKET_HEADER_MAGIC,
         type_bytes,
@@ -279,7 +281,7 @@ def _decode_string(raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        warnings.warn(DecodeWarning("String is not valid UTF-8; undecodable bytes replaced"), stacklevel=3)
+        warnings.warn(DecodeWarning(w.WARN_BAD_UTF8), stacklevel=3)
         return raw.decode("utf-8", "replace")
 
 
@@ -292,7 +294,7 @@ _SCALARS: dict[int, tuple[Struct, Any]] = {
 }
 # The embedded footer some nodes write where a param header belongs, as a param header.
 _EMBEDDED_FOOTER_NAME = b"\x00\x00\x00\x00"
-_EMBEDDED_FOOTER_WORD = 0xDDCCBBAA
+_EMBEDDED_FOOTER_WORD = w.PACKET_FOOTER_MAGIC_WORD
 
 
 def _decode_data(type_id: int, data: memoryview | bytes, use_numpy: bool, name: str) -> Any:
@@ -300,10 +302,7 @@ def _decode_data(type_id: int, data: memoryview | bytes, use_numpy: bool, name: 
     size = len(data)
     if size % itemsize:
         warnings.warn(
-            DecodeWarning(
-                f"Param {name!r}: {size} bytes is not a whole number of {itemsize}-byte items; "
-                "the last partial item is dropped"
-            ),
+            DecodeWarning(w.WARN_PARTIAL_ITEM.format(name=name, size=size, itemsize=itemsize)),
             stacklevel=3,
         )
         size -= size % itemsize
@@ -342,7 +341,7 @@ def decode_packet(buf: Any, use_numpy: bool = False) -> tuple[str, int, datetime
         try:
             view = memoryview(buf)
         except TypeError:
-            raise TypeError(f"a bytes-like object is required, not {type(buf).__name__}") from None
+            raise TypeError(w.MSG_BUFFER_TYPE.format(type_name=type(buf).__name__)) from None
         if not view.c_contiguous:
             view = memoryview(view.tobytes())
         elif view.ndim != 1 or view.itemsize != 1:
@@ -351,19 +350,19 @@ def decode_packet(buf: Any, use_numpy: bool = False) -> tuple[str, int, datetime
             view = view.toreadonly()
     size = len(view)
     if size < w.MIN_PACKET_SIZE:
-        raise DecodeError(f"Packet of {size} bytes is shorter than a header and footer")
+        raise DecodeError(w.MSG_PACKET_TOO_SHORT.format(size=size))
     (magic, type_raw, size_words, packet_id, _format_id, seconds, nanos, info) = _PACKET_HEADER.unpack_from(
         view, 0
     )
     if magic != w.PACKET_HEADER_MAGIC:
         raise DecodeError(w.bad_magic_message(bytes(view[: w.NOT_NCP_HEAD_SIZE + 1])))
     if size_words * 4 != size:
-        raise DecodeError(f"Packet header gives {size_words * 4} bytes, but the packet is {size} bytes")
+        raise DecodeError(w.MSG_PACKET_SIZE_MISMATCH.format(header_size=size_words * 4, size=size))
     footer = bytes(view[size - 4 : size])
     if footer != w.PACKET_FOOTER_MAGIC:
-        raise DecodeError(f"Invalid packet footer magic {footer.hex()}")
+        raise DecodeError(w.MSG_BAD_FOOTER.format(footer=footer.hex()))
     if nanos > 999_999_999:
-        raise DecodeError(f"Invalid packet timestamp nanoseconds {nanos}")
+        raise DecodeError(w.MSG_BAD_NANOSECONDS.format(nanos=nanos))
     timestamp = _decode_timestamp(seconds, nanos // 1000)
     fields = []
     end = size - w.PACKET_FOOTER_SIZE
@@ -374,38 +373,38 @@ def decode_packet(buf: Any, use_numpy: bool = False) -> tuple[str, int, datetime
     names = _DECODED_IDENTIFIERS
     while pos < end:
         if pos + w.FIELD_HEADER_SIZE > end:
-            raise DecodeError(f"Field header at byte {pos} overruns the packet")
+            raise DecodeError(w.MSG_FIELD_HEADER_OVERRUN.format(pos=pos))
         field_name_raw, field_word, field_id = unpack_field(view, pos)
         field_size = (field_word & 0xFFFFFF) * 4
         if field_size < w.FIELD_HEADER_SIZE:
-            raise DecodeError(f"Field at byte {pos} has invalid size {field_size}")
+            raise DecodeError(w.MSG_FIELD_SIZE.format(pos=pos, size=field_size))
         field_end = pos + field_size
         if field_end > end:
-            raise DecodeError(f"Field at byte {pos} overflows the packet by {field_end - end} bytes")
+            raise DecodeError(w.MSG_FIELD_OVERFLOW.format(pos=pos, excess=field_end - end))
         params: list[tuple[str, Any]] = []
         append = params.append
         pos += w.FIELD_HEADER_SIZE
         while pos < field_end:
             if pos + w.PARAM_HEADER_SIZE > field_end:
-                raise DecodeError(f"Param header at byte {pos} overruns its field")
+                raise DecodeError(w.MSG_PARAM_HEADER_OVERRUN.format(pos=pos))
             param_name_raw, param_word = unpack_param(view, pos)
             if param_word == _EMBEDDED_FOOTER_WORD and param_name_raw == _EMBEDDED_FOOTER_NAME:
-                warnings.warn(DecodeWarning(f"Skipped embedded packet footer at byte {pos}"), stacklevel=2)
+                warnings.warn(DecodeWarning(w.WARN_EMBEDDED_FOOTER.format(pos=pos)), stacklevel=2)
                 pos += 8
                 continue
             param_size = (param_word & 0xFFFFFF) * 4
             if param_size < w.PARAM_HEADER_SIZE:
-                raise DecodeError(f"Param at byte {pos} has invalid size {param_size}")
+                raise DecodeError(w.MSG_PARAM_SIZE.format(pos=pos, size=param_size))
             param_end = pos + param_size
             if param_end > field_end:
-                raise DecodeError(f"Param at byte {pos} overflows its field by {param_end - field_end} bytes")
+                raise DecodeError(w.MSG_PARAM_OVERFLOW.format(pos=pos, excess=param_end - field_end))
             type_id = param_word >> 24
             name = names.get(param_name_raw)
             if name is None:
                 name = _decode_identifier(param_name_raw)
             if type_id == w.TYPE_I32:
                 if param_size < 12:
-                    raise DecodeError(f"Param {name!r} at byte {pos} is too short for its type")
+                    raise DecodeError(w.MSG_PARAM_TOO_SHORT.format(name=name, pos=pos))
                 append((name, unpack_i32(view, pos + 8)[0]))
                 pos = param_end
                 continue
@@ -414,7 +413,7 @@ def decode_packet(buf: Any, use_numpy: bool = False) -> tuple[str, int, datetime
             if scalar is not None:
                 unpacker, wrapper = scalar
                 if param_end - data_start < unpacker.size:
-                    raise DecodeError(f"Param {name!r} at byte {pos} is too short for its type")
+                    raise DecodeError(w.MSG_PARAM_TOO_SHORT.format(name=name, pos=pos))
                 value = unpacker.unpack_from(view, data_start)[0]
                 if wrapper is not None:
                     value = wrapper(value)
@@ -427,7 +426,7 @@ def decode_packet(buf: Any, use_numpy: bool = False) -> tuple[str, int, datetime
                 value = _decode_data(type_id, memoryview(view)[data_start:param_end], use_numpy, name)
             else:
                 warnings.warn(
-                    DecodeWarning(f"Param {name!r} has unsupported type id 0x{type_id:02x}; kept as bytes"),
+                    DecodeWarning(w.WARN_UNKNOWN_TYPE.format(name=name, type_id=type_id)),
                     stacklevel=2,
                 )
                 value = bytes(view[data_start:param_end])

@@ -11,6 +11,9 @@ import re
 import sys
 from typing import Final
 
+#: The TCP port of plain NCP (RFeye nodes listen there).
+DEFAULT_PORT: Final = 9999
+
 PACKET_HEADER_MAGIC: Final = b"\xdd\xcc\xbb\xaa"
 PACKET_FOOTER_MAGIC: Final = b"\xaa\xbb\xcc\xdd"
 #: The footer every sender writes: no checksum, then the footer magic.
@@ -44,6 +47,29 @@ TYPE_DATA_U64: Final = 0x87
 TYPE_DATA_I64: Final = 0x88
 TYPE_DATA_F32: Final = 0x90
 TYPE_DATA_F64: Final = 0x91
+
+
+#: The value range of each NCP integer type: ``(lowest, highest + 1)``.
+INTEGER_RANGES: Final[dict[str, tuple[int, int]]] = {
+    "i32": (-(2**31), 2**31),
+    "u32": (0, 2**32),
+    "i64": (-(2**63), 2**63),
+    "u64": (0, 2**64),
+}
+
+#: The name of each data type id, without the word "data" (``u8`` for data u8).
+DATA_TYPE_NAMES: Final[dict[int, str]] = {
+    TYPE_DATA_U8: "u8",
+    TYPE_DATA_U16: "u16",
+    TYPE_DATA_U32: "u32",
+    TYPE_DATA_U64: "u64",
+    TYPE_DATA_I8: "i8",
+    TYPE_DATA_I16: "i16",
+    TYPE_DATA_I32: "i32",
+    TYPE_DATA_I64: "i64",
+    TYPE_DATA_F32: "f32",
+    TYPE_DATA_F64: "f64",
+}
 
 
 def _typecode(candidates: str, itemsize: int) -> str:
@@ -138,3 +164,49 @@ def shown_bytes(head: bytes) -> str:
     if shown and all(byte in _TEXT_BYTES for byte in shown):
         return repr(shown.decode("ascii") + more)
     return shown.hex() + more
+
+
+# The magic numbers as little-endian 32-bit words, as a decoder reads them.
+PACKET_HEADER_MAGIC_WORD: Final = int.from_bytes(PACKET_HEADER_MAGIC, "little")
+PACKET_FOOTER_MAGIC_WORD: Final = int.from_bytes(PACKET_FOOTER_MAGIC, "little")
+
+# The messages of both codecs' errors and warnings, as str.format templates, so that the compiled
+# and the pure-Python codec say exactly the same thing (``tests/test_wire_definitions.py`` checks
+# that neither spells a message of its own).
+MSG_BAD_IDENTIFIER: Final = "Invalid {what} {value!r}: must be 1 to 4 characters of A-Z, 0-9 or space"
+MSG_OUT_OF_RANGE: Final = "Param {name!r}: {value!r} is out of range for NCP {ncp_type}"
+MSG_BAD_TYPECODE: Final = "Param {name!r}: array typecode {typecode!r} has no NCP data type"
+MSG_BAD_DTYPE: Final = "Param {name!r}: numpy dtype {dtype} has no NCP data type"
+MSG_BAD_VALUE_TYPE: Final = "Param {name!r}: unsupported value type {type_name}"
+MSG_NOT_UTF8: Final = "Param {name!r}: string cannot be encoded as UTF-8: {error}"
+MSG_NUL_IN_STRING: Final = "Param {name!r}: string contains a NUL character"
+MSG_PARAM_TOO_LARGE: Final = "Param {name!r}: value of {size} bytes is too large"
+MSG_FIELD_TOO_LARGE: Final = "Field {name!r}: {size} bytes is too large"
+MSG_FIELD_ID_TYPE: Final = "Field {name!r}: id must be an int, not {type_name}"
+MSG_FIELD_ID_RANGE: Final = "Field {name!r}: id {field_id!r} is out of range for u32"
+MSG_PACKET_ID_TYPE: Final = "packet id must be an int, not {type_name}"
+MSG_PACKET_ID_RANGE: Final = "packet id {packet_id!r} is out of range for u32"
+MSG_TIMESTAMP_TYPE: Final = "timestamp must be a datetime, not {type_name}"
+MSG_TIMESTAMP_RANGE: Final = "timestamp {timestamp!r} is outside the NCP range (1970 to 2106)"
+MSG_INFO_TYPE: Final = "info must be bytes, not {type_name}"
+MSG_INFO_SIZE: Final = "info must be at most 4 bytes, not {size}"
+MSG_PACKET_TOO_LARGE: Final = "packet of {size} bytes is too large"
+MSG_BUFFER_TYPE: Final = "a bytes-like object is required, not {type_name}"
+MSG_PACKET_TOO_SHORT: Final = "Packet of {size} bytes is shorter than a header and footer"
+MSG_PACKET_SIZE_MISMATCH: Final = "Packet header gives {header_size} bytes, but the packet is {size} bytes"
+MSG_BAD_FOOTER: Final = "Invalid packet footer magic {footer}"
+MSG_BAD_NANOSECONDS: Final = "Invalid packet timestamp nanoseconds {nanos}"
+MSG_FIELD_HEADER_OVERRUN: Final = "Field header at byte {pos} overruns the packet"
+MSG_FIELD_SIZE: Final = "Field at byte {pos} has invalid size {size}"
+MSG_FIELD_OVERFLOW: Final = "Field at byte {pos} overflows the packet by {excess} bytes"
+MSG_PARAM_HEADER_OVERRUN: Final = "Param header at byte {pos} overruns its field"
+MSG_PARAM_SIZE: Final = "Param at byte {pos} has invalid size {size}"
+MSG_PARAM_OVERFLOW: Final = "Param at byte {pos} overflows its field by {excess} bytes"
+MSG_PARAM_TOO_SHORT: Final = "Param {name!r} at byte {pos} is too short for its type"
+WARN_BAD_UTF8: Final = "String is not valid UTF-8; undecodable bytes replaced"
+WARN_PARTIAL_ITEM: Final = (
+    "Param {name!r}: {size} bytes is not a whole number of {itemsize}-byte items; "
+    "the last partial item is dropped"
+)
+WARN_EMBEDDED_FOOTER: Final = "Skipped embedded packet footer at byte {pos}"
+WARN_UNKNOWN_TYPE: Final = "Param {name!r} has unsupported type id 0x{type_id:02x}; kept as bytes"

@@ -16,9 +16,7 @@ when its ``async with`` block exits::
 from __future__ import annotations
 
 import asyncio
-import getpass
 import logging
-import socket
 import ssl as _ssl
 
 from ncplib._handshake import client_handshake
@@ -26,36 +24,12 @@ from ncplib._protocol import NCPProtocol
 from ncplib.connection import Connection
 from ncplib.errors import NetworkError, NetworkTimeoutError
 from ncplib.framing import DEFAULT_MAX_PACKET_SIZE
+from ncplib.protocol import ClientHandshake, Link, client_endpoint, client_identity, default_port
 from ncplib.tunnel import client_tunnel
 
 __all__ = ["connect", "default_port"]
 
 logger = logging.getLogger(__name__)
-
-# The CCRE CIW sent when the system has no hostname (the same as 6.1.0's).
-_FALLBACK_HOSTNAME = "python3-ncplib"
-
-
-def default_port(*, ssl: object, authenticate: bool) -> int:
-    """
-    The port used when none is given: 443 with TLS, 80 with HTTP authentication, else 9999.
-
-    :param ssl: The ``ssl`` argument (anything true means TLS).
-    :param bool authenticate: Whether the HTTP CONNECT step with credentials is used.
-    :returns: The port number.
-    """
-    if ssl:
-        return 443
-    if authenticate:
-        return 80
-    return 9999
-
-
-def _login_name() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no login name in this environment (e.g. a container with no user entry)
-        return ""
 
 
 async def connect(
@@ -115,22 +89,14 @@ async def connect(
     :raises ImportError: if ``use_numpy`` is true and numpy is not installed.
     :returns: The client :class:`~ncplib.Connection`.
     """
-    tunnel = bool(ssl) or bool(username) or bool(password)
-    if port is None:
-        port = default_port(ssl=ssl, authenticate=bool(username or password))
-    ssl_context: _ssl.SSLContext | None
-    if ssl is True:
-        ssl_context = _ssl.create_default_context()
-    elif ssl is False:
-        ssl_context = None
-    else:
-        ssl_context = ssl
-    if remote_hostname is None:
-        remote_hostname = f"{host}:{port}"
+    port, ssl_context, credentials, remote_hostname = client_endpoint(
+        host, port, ssl=ssl, username=username, password=password, remote_hostname=remote_hostname
+    )
+    tunnel = credentials is not None
     # Empty identities mean the defaults, as in 6.1.0.
-    hostname = hostname or socket.gethostname() or _FALLBACK_HOSTNAME
-    connection_username = connection_username or _login_name()
-    connection_domain = connection_domain or ""
+    hostname, connection_username, connection_domain = client_identity(
+        hostname, connection_username, connection_domain
+    )
     loop = asyncio.get_running_loop()
 
     def protocol_factory() -> NCPProtocol:
@@ -154,6 +120,8 @@ async def connect(
     except OSError as ex:
         raise NetworkError(f"Could not connect to {remote_hostname}: {ex}") from ex
     logger.info("Connected to %s over NCP", remote_hostname)
+    link = Link(timeout, loop.time())
+    handshake = ClientHandshake(hostname, connection_username, connection_domain, timeout)
     connection = Connection(
         protocol,
         logger=logger,
@@ -162,17 +130,13 @@ async def connect(
         auto_erro=auto_erro,
         auto_warn=auto_warn,
         auto_ackn=auto_ackn,
+        link=link,
+        handshake=handshake,
     )
     try:
         if tunnel:
             await client_tunnel(protocol, username, password, timeout)
-        await client_handshake(
-            connection,
-            hostname=hostname,
-            username=connection_username,
-            domain=connection_domain,
-            timeout=timeout,
-        )
+        await client_handshake(connection, link, handshake, timeout)
     except BaseException:
         connection.close()
         await connection.wait_closed()

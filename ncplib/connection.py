@@ -23,9 +23,7 @@ Spawn a concurrent task to handle a long-running command::
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import uuid
 import warnings
 from collections import deque
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
@@ -35,39 +33,23 @@ from typing import Any
 
 from ncplib._protocol import NCPProtocol
 from ncplib.errors import CommandError, CommandWarning, ConnectionClosed
-from ncplib.packets import Param, encode_packet, encode_packet_buffers
+from ncplib.packets import Param, encode_packet_buffers
+from ncplib.protocol import (
+    FILTERED_PARAMS,
+    LOCAL_INFO,
+    NOTICE_FIELDS,
+    ClientHandshake,
+    Link,
+    filter_field,
+    keepalive_packet,
+    next_field_id,
+)
 
 __all__ = ["Connection", "Response", "Field"]
 
-# The info word of every packet sent: the last 4 bytes of this host's MAC address.
-_INFO = uuid.getnode().to_bytes(6, "big")[-4:]
-# Field ids come from one counter per process, wrapping at 2**32.
-_field_ids = itertools.count()
 _UTC = timezone.utc
 # recv lets the event loop run at least once every this many fields it returns.
 _YIELD_EVERY = 64
-# Params and field names the client-side filters look at; a field with none of them passes all.
-_FILTERED_PARAMS = frozenset(("ERRO", "ERRC", "WARN", "WARC", "ACKN"))
-_NOTICES = frozenset(("ERRO", "WARN"))
-# Legacy peers (negotiated timeout 0) get a keep-alive this often, in seconds.
-_LEGACY_KEEPALIVE = 3
-
-
-def _next_field_id() -> int:
-    return next(_field_ids) & 0xFFFFFFFF
-
-
-def keepalive_interval(timeout: int) -> int:
-    """
-    The keep-alive interval, in whole seconds, for a negotiated timeout.
-
-    :param int timeout: The negotiated timeout in seconds; 0 for a legacy peer.
-    :returns: ``0.66 * timeout`` rounded down (at least 1), or 3 for a legacy peer (which also
-        gets one keep-alive at once, when the handshake completes).
-    """
-    if timeout <= 0:
-        return _LEGACY_KEEPALIVE
-    return max(int(timeout * 0.66), 1)
 
 
 class Field(dict[str, Any]):
@@ -250,6 +232,10 @@ class Connection(_AsyncFields):
     :param bool auto_erro: Raise :exc:`ncplib.CommandError` for received fields with ``ERRO``.
     :param bool auto_warn: Issue :exc:`ncplib.CommandWarning` for received fields with ``WARN``.
     :param bool auto_ackn: Skip received fields with ``ACKN``.
+    :param link: The connection's timing rules (:class:`ncplib.protocol.Link`), shared with the
+        handshake that establishes them; a new one by default.
+    :param handshake: A client's handshake (:class:`ncplib.protocol.ClientHandshake`), which
+        keeps the node's ``HELO`` for :attr:`helo`.
 
     .. attribute:: logger
 
@@ -270,27 +256,32 @@ class Connection(_AsyncFields):
         auto_erro: bool = False,
         auto_warn: bool = False,
         auto_ackn: bool = False,
+        link: Link | None = None,
+        handshake: ClientHandshake | None = None,
     ) -> None:
         self.logger = logger
         self.remote_hostname = remote_hostname
         self._protocol = protocol
         self._loop = asyncio.get_running_loop()
-        self._timeout = timeout
+        self._link = Link(timeout, self._loop.time()) if link is None else link
+        self._link.on_established = self._start_keepalive
+        self._handshake = handshake
         self._fields: deque[Field] = deque()
         self._auto_erro = auto_erro
         self._auto_warn = auto_warn
         self._auto_ackn = auto_ackn
         self._filtered = auto_erro or auto_warn or auto_ackn
         self._closing = False
-        self._last_sent = self._loop.time()
         self._keepalive_handle: asyncio.TimerHandle | None = None
-        self._keepalive_interval = 0
-        self._keepalive_postpone = True
         self._disconnect_logged = False
         # Fields returned since recv last let the event loop run (see recv).
         self._unyielded = 0
-        self._helo: dict[str, Any] | None = None
         protocol.on_lost = self._on_lost
+
+    @property
+    def _timeout(self) -> int:
+        # The seconds of silence after which recv times out, as the handshake settled them.
+        return self._link.timeout
 
     @property
     def transport(self) -> asyncio.WriteTransport:
@@ -309,7 +300,7 @@ class Connection(_AsyncFields):
 
         Read-only; an addition to 6.1.0's API, which discards the ``HELO``.
         """
-        return self._helo
+        return None if self._handshake is None else self._handshake.helo
 
     # Receiving.
 
@@ -351,7 +342,7 @@ class Connection(_AsyncFields):
             self._unyielded += 1
             return field
         self._unyielded = 0
-        return self._protocol.wait_data(self._timeout)
+        return self._protocol.wait_data(self._link.timeout)
 
     def _recv_nowait(self) -> Field | None:
         """
@@ -370,7 +361,7 @@ class Connection(_AsyncFields):
                 field = fields.popleft()
                 if (
                     self._filtered
-                    and (not _FILTERED_PARAMS.isdisjoint(field) or field.name in _NOTICES)
+                    and (not FILTERED_PARAMS.isdisjoint(field) or field.name in NOTICE_FIELDS)
                     and self._skip(field)
                 ):
                     continue
@@ -391,24 +382,16 @@ class Connection(_AsyncFields):
                 fields.append(Field(self, packet_type, packet_id, timestamp, name, field_id, params))
 
     def _skip(self, field: Field) -> bool:
-        # The client-side filters, in the reference's order: an error wins over a warning; a
-        # field named ERRO or WARN is a notice in itself and never delivered while its filter
-        # is on; a field with an ACKN param is an acknowledgement.
-        detail: Any
-        code: Any
-        if self._auto_erro:
-            if "ERRO" in field or "ERRC" in field:
-                detail, code = field.get("ERRO"), field.get("ERRC")
-                raise CommandError(field, detail, code)
-            if field.name == "ERRO":
-                return True
-        if self._auto_warn:
-            if "WARN" in field or "WARC" in field:
-                detail, code = field.get("WARN"), field.get("WARC")
-                warnings.warn(CommandWarning(field, detail, code), stacklevel=5)
-            if field.name == "WARN":
-                return True
-        return self._auto_ackn and "ACKN" in field
+        # The client-side filters (see ncplib.protocol.filter_field), for a field that the caller
+        # found holding a notice or an ACKN: True to drop the field.
+        deliver, error, warning = filter_field(
+            field.name, field, auto_erro=self._auto_erro, auto_warn=self._auto_warn, auto_ackn=self._auto_ackn
+        )
+        if error is not None:
+            raise CommandError(field, *error)
+        if warning is not None:
+            warnings.warn(CommandWarning(field, *warning), stacklevel=5)
+        return not deliver
 
     async def recv_field(self, packet_type: str, field_name: str) -> Field:
         """
@@ -433,13 +416,13 @@ class Connection(_AsyncFields):
         fields: Sequence[tuple[str, int, Iterable[tuple[str, Any]]]],
         expected: set[tuple[str, int]],
     ) -> Response:
-        buffers = encode_packet_buffers(packet_type, 1, datetime.now(_UTC), _INFO, fields)
+        buffers = encode_packet_buffers(packet_type, 1, datetime.now(_UTC), LOCAL_INFO, fields)
         if self._closing or not self._protocol.write_buffers(buffers):
             self.logger.debug(
                 "Dropped packet %s to %s: connection closing", packet_type, self.remote_hostname
             )
         else:
-            self._last_sent = self._loop.time()
+            self._link.sent(self._loop.time())
             if self.logger.isEnabledFor(logging.DEBUG):
                 self.logger.debug("Sent packet %s to %s over NCP", packet_type, self.remote_hostname)
                 for name, _, _ in fields:
@@ -462,7 +445,7 @@ class Connection(_AsyncFields):
         :raises TypeError: if any of the parameter values were not one of the supported value types.
         :returns: A :class:`Response` giving access to any :class:`Field` received in reply.
         """
-        encoded = [(name, _next_field_id(), params.items()) for name, params in fields.items()]
+        encoded = [(name, next_field_id(), params.items()) for name, params in fields.items()]
         return self._send_packet(packet_type, encoded, {(name, field_id) for name, field_id, _ in encoded})
 
     def send(self, packet_type: str, field_name: str, **params: Param) -> Response:
@@ -481,7 +464,7 @@ class Connection(_AsyncFields):
         :raises TypeError: if any of the parameter values were not one of the supported value types.
         :returns: A :class:`Response` giving access to any :class:`Field` received in reply.
         """
-        field_id = _next_field_id()
+        field_id = next_field_id()
         return self._send_packet(
             packet_type, [(field_name, field_id, params.items())], {(field_name, field_id)}
         )
@@ -509,48 +492,26 @@ class Connection(_AsyncFields):
             raise ConnectionClosed("Connection closed")
         await self._protocol.drain(self._timeout)
 
-    # Negotiation.
+    # Keep-alive: the decisions are the link's (ncplib.protocol.Link), the timer is ours.
 
-    def _set_timeout(self, timeout: int) -> None:
-        """Sets the seconds of silence after which :meth:`recv` times out."""
-        self._timeout = timeout
-
-    # Keep-alive.
-
-    def _start_keepalive(self, negotiated_timeout: int) -> None:
-        """Starts sending keep-alive packets for a negotiated timeout (0: a legacy peer)."""
-        self._keepalive_interval = keepalive_interval(negotiated_timeout)
-        self._keepalive_postpone = negotiated_timeout > 0
-        if self._keepalive_handle is not None:
-            self._keepalive_handle.cancel()
-            self._keepalive_handle = None
-        if self.is_closing():
-            return
-        if negotiated_timeout <= 0:
-            # A legacy peer gets its first keep-alive at once, as from 6.1.0, then every 3 s.
+    def _start_keepalive(self) -> None:
+        """Arms the keep-alive timer once the handshake has established the link."""
+        self._stop_keepalive()
+        if not self.is_closing():
             self._on_keepalive()
-        else:
-            self._keepalive_handle = self._loop.call_at(
-                self._loop.time() + self._keepalive_interval, self._on_keepalive
-            )
 
     def _on_keepalive(self) -> None:
-        # Keep-alives carry whole-second timestamps, as the reference's do.
         self._keepalive_handle = None
         if self.is_closing():
             return
-        loop = self._loop
-        now = loop.time()
-        if self._keepalive_postpone:
-            due = self._last_sent + self._keepalive_interval
-            if due > now + 0.01:
-                self._keepalive_handle = loop.call_at(due, self._on_keepalive)
-                return
-        if self._protocol.write_buffers(
-            [encode_packet("LINK", 0, datetime.now(_UTC).replace(microsecond=0), _INFO, ())]
-        ):
-            self._last_sent = now
-        self._keepalive_handle = loop.call_at(now + self._keepalive_interval, self._on_keepalive)
+        link = self._link
+        now = self._loop.time()
+        if link.keepalive_due(now):
+            self._protocol.write_buffers([keepalive_packet(datetime.now(_UTC), LOCAL_INFO)])
+            link.keepalive_sent(now)
+        due = link.next_timer()
+        if due is not None:
+            self._keepalive_handle = self._loop.call_at(due, self._on_keepalive)
 
     def _stop_keepalive(self) -> None:
         if self._keepalive_handle is not None:
@@ -591,7 +552,7 @@ class Connection(_AsyncFields):
 
         Using the connection as an async context manager waits on exit.
         """
-        await self._protocol.wait_closed(self._timeout)
+        await self._protocol.wait_closed(self._link.timeout)
 
     async def __aenter__(self) -> Connection:
         return self

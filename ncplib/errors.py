@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ncplib.connection import Field
+from typing import Protocol
 
 __all__ = [
     "NCPError",
@@ -75,12 +72,25 @@ class DecodeWarning(NCPWarning):
     """Issued when a recoverable error was encountered in a NCP packet."""
 
 
+class FieldLike(Protocol):
+    """
+    What :exc:`CommandError` and :exc:`CommandWarning` need of the field that triggered them
+    (any :class:`ncplib.Field` or :class:`ncplib.sync.Field`): its packet type and name.
+    """
+
+    @property
+    def packet_type(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+
 class _CommandMixin:
-    field: Field
+    field: FieldLike
     detail: str
     code: int
 
-    def __init__(self, field: Field, detail: str, code: int) -> None:
+    def __init__(self, field: FieldLike, detail: str, code: int) -> None:
         where = f"{getattr(field, 'packet_type', '?')} {getattr(field, 'name', '?')}"
         Exception.__init__(self, f"{where} {detail!r} (code {code})")  # type: ignore[arg-type]
         self.field = field

@@ -86,9 +86,10 @@ import time
 from collections.abc import Callable, Mapping, Sized
 from typing import TYPE_CHECKING, Any, Literal
 
+from ncplib import _wire
 from ncplib._signal import IQ_SAMPLE_RATE_HZ, Scene
 from ncplib.errors import NCPError, NetworkError, NetworkTimeoutError
-from ncplib.server import start_server
+from ncplib.server import Server, start_server
 
 if TYPE_CHECKING:  # pragma: no cover
     from ncplib.connection import Connection, Field
@@ -115,7 +116,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_RATE = 10.0
 #: The port real nodes listen on for plain NCP (used by ``ncplib node``; :func:`start_node`
 #: defaults to a free port).
-DEFAULT_PORT = 9999
+DEFAULT_PORT = _wire.DEFAULT_PORT
 #: The most bins in one sweep.
 MAX_BINS = 65536
 #: The most complex samples in one I/Q capture.
@@ -301,7 +302,7 @@ class SimulatedNode:
         """Seconds since the node was created: the clock of the simulated scene."""
         return time.monotonic() - self._started
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0, *, timeout: int = 60) -> asyncio.Server:
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, timeout: int = 60) -> Server:
         """
         Starts serving on ``host`` and ``port``.
 
@@ -310,12 +311,12 @@ class SimulatedNode:
             server's ``sockets``).
         :param int timeout: The network timeout, in seconds (see :func:`ncplib.start_server`).
         :raises OSError: if the address cannot be bound.
-        :returns: The listening :class:`asyncio.Server`.
+        :returns: The listening server (see :func:`ncplib.start_server`).
         """
         extra: dict[str, Any] = {}
         if "helo_params" in inspect.signature(start_server).parameters:
             extra["helo_params"] = self.helo_params
-        server: asyncio.Server = await start_server(self.handle, host, port, timeout=timeout, **extra)
+        server = await start_server(self.handle, host, port, timeout=timeout, **extra)
         return server
 
     async def handle(self, connection: Connection) -> None:
@@ -513,7 +514,7 @@ async def start_node(
     timeout: int = 60,
     synthesis: Literal["auto", "numpy", "python"] = "auto",
     seed: int | None = None,
-) -> asyncio.Server:
+) -> Server:
     """
     Starts a simulated RFeye node.
 
@@ -527,7 +528,7 @@ async def start_node(
     :raises ValueError: if ``rate`` or ``synthesis`` is invalid.
     :raises ImportError: if ``synthesis`` is ``"numpy"`` and numpy is not installed.
     :raises OSError: if the address cannot be bound.
-    :returns: The listening :class:`asyncio.Server`; close it to stop the node.
+    :returns: The listening server (see :func:`ncplib.start_server`); close it to stop the node.
     """
     node = SimulatedNode(rate=rate, synthesis=synthesis, seed=seed)
     return await node.start(host, port, timeout=timeout)

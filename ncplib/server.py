@@ -29,7 +29,6 @@ handlers of connected clients and waits for them and their connections to finish
 from __future__ import annotations
 
 import asyncio
-import asyncio.base_events
 import logging
 import socket
 import ssl as _ssl
@@ -44,9 +43,10 @@ from ncplib.connection import Connection
 from ncplib.errors import NCPError, NetworkError, NetworkTimeoutError
 from ncplib.framing import DEFAULT_MAX_PACKET_SIZE
 from ncplib.packets import Param, encode_packet
+from ncplib.protocol import Link
 from ncplib.tunnel import server_tunnel
 
-__all__ = ["start_server"]
+__all__ = ["start_server", "Server"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,22 +114,12 @@ class _Handlers:
             await asyncio.wait(pending)
 
 
-class _NCPServer(asyncio.base_events.Server):
-    """An asyncio server whose close also ends the connections it accepted."""
-
-    _ncp_handlers: _Handlers
-
-    def close(self) -> None:
-        super().close()
-        self._ncp_handlers.cancel()
-
-    async def wait_closed(self) -> None:
-        await self._ncp_handlers.wait()
-        await super().wait_closed()
-
-
-class _ServerWrapper(asyncio.AbstractServer):
-    """The same for servers of other event loops (e.g. uvloop), by delegation."""
+class Server(asyncio.AbstractServer):
+    """
+    The server :func:`start_server` returns, on every event loop (asyncio's, uvloop): the event
+    loop's own server, by delegation, whose ``close`` and ``wait_closed`` also end the
+    connections it accepted.
+    """
 
     def __init__(self, server: asyncio.AbstractServer, handlers: _Handlers) -> None:
         self._server = server
@@ -160,8 +150,9 @@ class _ServerWrapper(asyncio.AbstractServer):
             await self.wait_closed()
 
     @property
-    def sockets(self) -> Any:
-        return self._server.sockets  # type: ignore[attr-defined]
+    def sockets(self) -> tuple[socket.socket, ...]:
+        """The listening sockets (see :attr:`asyncio.Server.sockets`)."""
+        return tuple(self._server.sockets)  # type: ignore[attr-defined]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._server, name)
@@ -186,7 +177,10 @@ async def _serve(
     assert transport is not None
     remote_hostname = _format_address(transport.get_extra_info("peername"))
     logger.info("Connected to %s over NCP", remote_hostname)
-    connection = Connection(protocol, logger=logger, remote_hostname=remote_hostname, timeout=timeout)
+    link = Link(timeout, asyncio.get_running_loop().time())
+    connection = Connection(
+        protocol, logger=logger, remote_hostname=remote_hostname, timeout=timeout, link=link
+    )
     try:
         if tunnel:
             try:
@@ -198,7 +192,7 @@ async def _serve(
                 logger.exception("Unexpected error from %s over NCP", connection.remote_hostname)
                 return
         try:
-            await server_handshake(connection, timeout=timeout, helo_params=helo_params)
+            await server_handshake(connection, link, timeout=timeout, helo_params=helo_params)
             await client_connected(connection)
         except NCPError as ex:
             logger.warning("Connection error from %s over NCP: %s", connection.remote_hostname, ex)
@@ -224,7 +218,7 @@ async def start_server(
     max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
     helo_params: Mapping[str, Param] | None = None,
     max_connections: int | None = None,
-) -> asyncio.base_events.Server:
+) -> Server:
     """
     Creates and returns a new server on the given host and port.
 
@@ -264,9 +258,10 @@ async def start_server(
         or a ``helo_params`` name or value is invalid.
     :raises TypeError: if a ``helo_params`` value is not one of the supported value types.
     :raises ImportError: if ``use_numpy`` is true and numpy is not installed.
-    :returns: The created :class:`asyncio.Server` (an instance of
-        :class:`asyncio.base_events.Server` on the default event loop). Its ``close`` and
-        ``wait_closed`` also end the connections it accepted.
+    :returns: The created :class:`Server`, an :class:`asyncio.AbstractServer` with the attributes of the
+        event loop's own (such as ``sockets``, ``serve_forever`` and use as an async context
+        manager), on every event loop. Its ``close`` and ``wait_closed`` also end the
+        connections it accepted.
     """
     tunnel = ssl is not None or authenticate is not None
     if port is None:
@@ -327,8 +322,4 @@ async def start_server(
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             address = sock.getsockname()
             logger.info("Listening on %s:%s over NCP", address[0], address[1])
-    if type(server) is asyncio.base_events.Server:
-        server.__class__ = _NCPServer
-        server._ncp_handlers = handlers  # type: ignore[attr-defined]
-        return server
-    return _ServerWrapper(server, handlers)  # type: ignore[return-value]
+    return Server(server, handlers)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from ncplib import cli
+from ncplib.cli import _commands
 from ncplib.framing import PacketReader
 from ncplib.values import f64, i64, u32, u64
 
@@ -119,7 +120,7 @@ def test_wire_size_is_the_size_of_the_saved_packet() -> None:
 
 def test_live_status_line_rewrites_itself() -> None:
     stream = io.StringIO()
-    status = cli._Status(stream, live=True)
+    status = _commands._Status(stream, live=True)
     status.update(FakeField({"PDAT": array.array("B", bytes(1000))}))
     status.finish()
     text = stream.getvalue()
@@ -130,7 +131,7 @@ def test_live_status_line_rewrites_itself() -> None:
 
 def test_status_counts_in_words() -> None:
     stream = io.StringIO()
-    status = cli._Status(stream, live=False)
+    status = _commands._Status(stream, live=False)
     status.update(FakeField({"X": 1}))
     status.finish()
     assert stream.getvalue().startswith("1 field, ")
@@ -167,7 +168,7 @@ def test_counted_iq_is_cut_to_two_values_per_sample() -> None:
 
 def test_status_summary_when_not_live() -> None:
     stream = io.StringIO()
-    status = cli._Status(stream, live=False)
+    status = _commands._Status(stream, live=False)
     for _ in range(3):
         status.update(FakeField({"X": 1}))
     assert stream.getvalue() == ""

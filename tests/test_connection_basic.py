@@ -208,9 +208,9 @@ def test_cancelled_recv_leaves_connection_usable() -> None:
 def test_field_ids_wrap_at_2_to_the_32(monkeypatch: pytest.MonkeyPatch) -> None:
     import itertools
 
-    from ncplib import connection as connection_module
+    from ncplib import protocol
 
-    monkeypatch.setattr(connection_module, "_field_ids", itertools.count(2**32 - 1))
+    monkeypatch.setattr(protocol, "_field_ids", itertools.count(2**32 - 1))
     seen: list[int] = []
 
     async def handler(connection: ncplib.Connection) -> None:

@@ -10,7 +10,7 @@ import pytest
 from netutil import LOOPS, packet_bytes, raw_handshake, raw_server, run, serving
 
 import ncplib
-from ncplib import _handshake, framing
+from ncplib import framing, protocol
 from ncplib._protocol import NCPProtocol
 
 PACKETS = 400
@@ -191,7 +191,7 @@ def test_invalid_options_are_rejected_before_connecting() -> None:
 
 
 def test_time_spent_paused_does_not_count_against_the_peer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_handshake, "MIN_TIMEOUT", 1)
+    monkeypatch.setattr(protocol, "MIN_TIMEOUT", 1)
 
     async def handler(connection: ncplib.Connection) -> None:
         await connection.recv_field("DSPC", "GO")

@@ -162,7 +162,7 @@ def test_client_treats_a_bad_scar_link_as_zero(link: Any) -> None:
     async def main() -> None:
         async with _client_of_raw_server(link) as connection:
             assert connection._timeout == 10  # A legacy peer: the client's own timeout applies.
-            assert connection._keepalive_interval == 3
+            assert connection._link.negotiated_timeout == 0  # keep-alives every 3 s
 
     with pytest.warns(ncplib.DecodeWarning):
         run(main)
@@ -235,7 +235,7 @@ def test_client_accepts_a_legacy_server_silently_and_sends_a_keepalive_at_once()
         async with raw_server(peer) as port:
             connection = await ncplib.connect("127.0.0.1", port, timeout=20)
             assert connection._timeout == 20  # A legacy server: the client keeps its own.
-            assert connection._keepalive_interval == 3
+            assert connection._link.negotiated_timeout == 0  # keep-alives every 3 s
             connection.send("DSPC", "AFTR")
             await connection.drain()
             for _ in range(100):
@@ -258,14 +258,15 @@ def test_legacy_keepalives_are_not_postponed_by_traffic(negotiated: int) -> None
         async with _client_of_raw_server(negotiated) as connection:
             handle = connection._keepalive_handle
             assert handle is not None
-            connection._last_sent = connection._loop.time() + 100  # As if a packet had just gone out.
+            last_sent = connection._loop.time() + 100
+            connection._link.sent(last_sent)  # As if a packet had just gone out.
             handle.cancel()
             connection._on_keepalive()
             # Legacy (0): sent regardless, next one 3 s on; else postponed to after the last packet.
             handle = connection._keepalive_handle
             assert handle is not None
             if negotiated:
-                assert handle.when() == pytest.approx(connection._last_sent + 6)
+                assert handle.when() == pytest.approx(last_sent + 6)
             else:
                 assert handle.when() == pytest.approx(connection._loop.time() + 3, abs=1)
 

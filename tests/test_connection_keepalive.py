@@ -12,8 +12,8 @@ from netutil import packet_bytes, raw_handshake, raw_server, read_packet, run, s
 from vectors import VECTORS
 
 import ncplib
-from ncplib import _handshake
-from ncplib.connection import keepalive_interval
+from ncplib import protocol
+from ncplib.protocol import keepalive_interval
 
 HANDSHAKE = json.loads((VECTORS / "handshake.json").read_text())
 
@@ -73,17 +73,18 @@ def test_keepalive_is_postponed_by_other_packets() -> None:
             await ncplib.connect("127.0.0.1", port, timeout=30) as connection,
         ):
             loop = asyncio.get_running_loop()
-            assert connection._keepalive_interval == 19
+            assert keepalive_interval(connection._link.negotiated_timeout) == 19
             connection.send("DSPC", "SWEP")
+            sent_at = loop.time()
             # Just sent: a due keep-alive check postpones itself to a whole interval after the send.
             connection._stop_keepalive()
             connection._on_keepalive()
             handle = connection._keepalive_handle
             assert handle is not None
-            assert handle.when() == pytest.approx(connection._last_sent + 19, abs=0.5)
+            assert handle.when() == pytest.approx(sent_at + 19, abs=0.5)
             # Nothing sent for longer than the interval: the check sends a keep-alive.
             connection._stop_keepalive()
-            connection._last_sent = loop.time() - 20
+            connection._link.sent(loop.time() - 20)
             connection._on_keepalive()
             for _ in range(100):
                 if len(packets) == 2:
@@ -120,7 +121,7 @@ def test_recv_times_out_when_the_peer_is_silent_then_recovers() -> None:
 
 def test_keepalives_keep_an_idle_connection_alive(monkeypatch: pytest.MonkeyPatch) -> None:
     # Allow a 2 s timeout (1 s keep-alive) so the test stays short.
-    monkeypatch.setattr(_handshake, "MIN_TIMEOUT", 1)
+    monkeypatch.setattr(protocol, "MIN_TIMEOUT", 1)
     errors: list[BaseException] = []
 
     async def handler(connection: ncplib.Connection) -> None:

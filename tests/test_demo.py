@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ncplib import cli
+from ncplib.cli import _demo
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -65,9 +66,9 @@ def test_demo_ascii_option(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
 
 
 def test_ascii_spectrum_shades() -> None:
-    line = cli._ascii_spectrum([-100.0] * 50 + [-40.0] + [-100.0] * 49, width=10)
+    line = _demo._ascii_spectrum([-100.0] * 50 + [-40.0] + [-100.0] * 49, width=10)
     assert line == "     @    "
-    assert cli._ascii_spectrum([-90.0, -90.0]) == "  "
+    assert _demo._ascii_spectrum([-90.0, -90.0]) == "  "
 
 
 def test_demo_without_numpy(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,7 +136,7 @@ def test_demo_counts_bins_not_padding(
     if synthesis == "python":
         monkeypatch.setattr(_signal, "np", None)
     # 20 MHz in 30 kHz bins: 667 bins, which arrive padded to 668 u8 values.
-    monkeypatch.setattr(cli, "DEMO_SWEEP", (88, 108, 30000, -20))
+    monkeypatch.setattr(_demo, "DEMO_SWEEP", (88, 108, 30000, -20))
     status = cli.main(["demo", "--duration", "0.3", "--rate", "20", "--ascii"])
     out = capsys.readouterr().out
     assert status == cli.EXIT_OK

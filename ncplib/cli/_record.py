@@ -22,7 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from ncplib.cli import EXIT_OK, EXIT_USAGE, UsageError, _Failure, _positive, _reason, parse_param
+from ncplib.cli._arguments import _positive
+from ncplib.cli._commands import _reason
+from ncplib.cli._errors import EXIT_OK, EXIT_USAGE, UsageError, _Failure
+from ncplib.cli._values import parse_param
 from ncplib.recorder import (
     DEFAULT_MAX_PENDING,
     BackgroundWriter,

@@ -19,14 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ncplib.capture import CapturedField, CaptureError, CaptureReader
-from ncplib.cli import (
-    EXIT_NETWORK,
-    EXIT_OK,
-    EXIT_USAGE,
-    _Failure,
-    field_to_json,
-    format_field,
-)
+from ncplib.cli._errors import EXIT_NETWORK, EXIT_OK, EXIT_USAGE, _Failure
+from ncplib.cli._format import field_to_json, format_field
 from ncplib.errors import DecodeWarning
 
 __all__ = ["add_commands", "add_replay_options", "io_failure"]
