@@ -214,3 +214,9 @@ def test_replay_loops(captures: dict[str, Path]) -> None:
 def test_replay_of_a_missing_file_exits_2(tmp_path: Path) -> None:
     result = ncplib_command("node", "--port", "0", "--replay", str(tmp_path / "missing.ncp"))
     assert_one_line_error(result, cli.EXIT_USAGE, "missing.ncp", "No such file")
+
+
+@pytest.mark.parametrize("option", [("--speed", "2"), ("--loop",)])
+def test_replay_options_without_replay_exit_2(option: tuple[str, ...]) -> None:
+    result = ncplib_command("node", "--port", "0", *option)
+    assert_one_line_error(result, cli.EXIT_USAGE, "--speed and --loop need --replay")

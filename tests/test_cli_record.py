@@ -283,3 +283,24 @@ def test_a_node_that_restarts_is_recorded_again(tmp_path: Path) -> None:
     assert int(final.split(" reconnects")[0].rsplit(" ", 1)[1]) >= 1
     fields = [field for path in sorted(tmp_path.glob("*.ncp")) for field in read_fields(path)]
     assert all(field.name == "SWEP" and "PDAT" in field for field in fields)
+
+
+def test_a_rejected_command_records_nothing_and_exits_1(nodes: list[str], tmp_path: Path) -> None:
+    result = record(
+        nodes[0], "--command", "DSPL SWEP FSTA=400 FSTP=300", "--output", str(tmp_path / "out"),
+        "--duration", "1.5",
+    )  # fmt: skip
+    assert result.returncode == cli.EXIT_COMMAND_ERROR, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"ncplib record: error: nothing recorded: {nodes[0]}: " in result.stderr
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_only_unreachable_nodes_record_nothing_and_exit_3(tmp_path: Path) -> None:
+    refused = f"127.0.0.1:{closed_port()}"
+    result = record(
+        refused, "--command", "DSPL SWEP", "--output", str(tmp_path / "out"), "--duration", "1",
+        "--reconnect-max", "0.5",
+    )  # fmt: skip
+    assert result.returncode == cli.EXIT_NETWORK, result.stderr
+    assert f"ncplib record: error: nothing recorded: {refused}: Connection refused" in result.stderr

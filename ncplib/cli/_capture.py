@@ -177,7 +177,7 @@ def add_replay_options(node: argparse.ArgumentParser, positive: Callable[[str], 
         help="answer commands with the fields recorded in a capture file instead of simulated data",
     )
     node.add_argument(
-        "--speed", type=positive, default=1.0, help="with --replay: X times the recorded pace (default: 1)"
+        "--speed", type=positive, default=None, help="with --replay: X times the recorded pace (default: 1)"
     )
     node.add_argument(
         "--loop", action="store_true", help="with --replay: start again at the end of the capture"
@@ -189,11 +189,14 @@ def make_node(args: argparse.Namespace) -> Any:
     from ncplib.node import SimulatedNode
 
     if not getattr(args, "replay", None):
+        # The replay options mean nothing to the simulated node: say so rather than ignore them.
+        if getattr(args, "speed", None) is not None or getattr(args, "loop", False):
+            raise _Failure("--speed and --loop need --replay FILE", EXIT_USAGE)
         return SimulatedNode(rate=args.rate)
     from ncplib.replay import ReplayNode
 
     try:
-        return ReplayNode(args.replay, speed=args.speed, loop=args.loop)
+        return ReplayNode(args.replay, speed=1.0 if args.speed is None else args.speed, loop=args.loop)
     except OSError as ex:
         raise io_failure(args.replay, ex, "read") from None
     except ValueError as ex:

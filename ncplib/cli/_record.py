@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from ncplib.cli._arguments import _positive
 from ncplib.cli._commands import _reason
-from ncplib.cli._errors import EXIT_OK, EXIT_USAGE, UsageError, _Failure
+from ncplib.cli._errors import EXIT_COMMAND_ERROR, EXIT_NETWORK, EXIT_OK, EXIT_USAGE, UsageError, _Failure
 from ncplib.cli._values import parse_param
 from ncplib.recorder import (
     DEFAULT_MAX_PENDING,
@@ -226,8 +226,9 @@ async def _run_record(args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, stop.set)
     table = _Table(sys.stderr, live=sys.stderr.isatty())
-    if table.live and not args.verbose:
-        # The table shows each node's last error; log lines would only scroll it away.
+    if not args.verbose:
+        # The table (or, off a terminal, a line per change) already reports each node's last
+        # error: the fleet's own log lines would say the same twice.
         logging.getLogger("ncplib.fleet").setLevel(logging.ERROR)
     started = time.monotonic()
     failure: RecordingError | None = None
@@ -271,7 +272,24 @@ async def _run_record(args: argparse.Namespace) -> int:
             print(f"{address}: {len(paths)} file(s), last {paths[-1]}", file=sys.stderr)
     if failure is not None:
         raise _Failure(str(failure), EXIT_USAGE)
+    if not queued:
+        _fail_if_refused(fleet.nodes)
     return EXIT_OK
+
+
+def _fail_if_refused(nodes: list[Any]) -> None:
+    """
+    Nothing was recorded: if the nodes said why (a rejected command, a network failure), that is
+    a failure of the command, not a success with empty files.
+    """
+    import ncplib
+
+    errors = [(node, node.last_error) for node in nodes if node.last_error is not None]
+    if not errors:
+        return
+    node, error = errors[0]
+    status = EXIT_COMMAND_ERROR if isinstance(error, ncplib.CommandError) else EXIT_NETWORK
+    raise _Failure(f"nothing recorded: {node.address}: {_reason(error)}", status)
 
 
 def _megabytes(text: str) -> float:
