@@ -73,7 +73,7 @@ class Fleet:
         fleet.subscribe("DSPL", "SWEP", FSTA=400, FSTP=500)
         async with fleet:
             async for node, field in fleet:
-                print(node.address, ncplib.node.data_values(field, "PDAT"))  # NBIN bins
+                print(node.address, field["PDAT"][: field["NBIN"]])  # NBIN bins; the rest is padding
 
     Nodes connect in the background once the ``async with`` block is entered; the loop yields
     ``(node, field)`` pairs as fields arrive, from whichever nodes are connected. A node that
