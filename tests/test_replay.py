@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
+import math
 import warnings
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -35,45 +38,42 @@ def capture(tmp_path: Path) -> Path:
     return path
 
 
-async def serve(path: Path, **options: object) -> tuple[asyncio.Server, int]:
-    server = await ReplayNode(path, speed=float("inf"), **options).start()  # type: ignore[arg-type]
-    return server, server.sockets[0].getsockname()[1]
+@contextlib.asynccontextmanager
+async def serving(path: Path, *, loop: bool = False) -> AsyncIterator[int]:
+    """Serves the capture at ``path`` as fast as the client reads; yields the port."""
+    server = await ReplayNode(path, speed=math.inf, loop=loop).start()
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 def test_params_and_another_packet_type_are_reported_not_ignored_in_silence(capture: Path) -> None:
     async def main() -> None:
-        server, port = await serve(capture)
-        try:
-            async with await ncplib.connect(
-                "127.0.0.1", port, auto_ackn=False, auto_warn=False
-            ) as connection:
-                response = connection.send("DSPC", "SWEP", FSTA=100, FSTP=200)
-                ack = await asyncio.wait_for(response.recv(), DEADLINE)
-                assert ack["ACKN"] == 1 and ack["WARC"] == WARC_IGNORED
-                assert "FSTA, FSTP ignored" in ack["WARN"]
-                assert "answered from the recorded DSPL SWEP" in ack["WARN"]
-                reply = await asyncio.wait_for(response.recv(), DEADLINE)
-                # The recorded sweep as it is, not the 100 to 200 MHz asked for.
-                assert (
-                    reply.packet_type == "DSPC"
-                    and reply["FSTA"] == 400
-                    and list(reply["PDAT"])[:5] == [0] * 5
-                )
-                # Answered as recorded, no params: no warning.
-                response = connection.send("DSPL", "SWEP")
-                ack = await asyncio.wait_for(response.recv(), DEADLINE)
-                assert "WARN" not in ack and "WARC" not in ack
-        finally:
-            server.close()
-            await server.wait_closed()
+        async with (
+            serving(capture) as port,
+            await ncplib.connect("127.0.0.1", port, auto_ackn=False, auto_warn=False) as connection,
+        ):
+            response = connection.send("DSPC", "SWEP", FSTA=100, FSTP=200)
+            ack = await asyncio.wait_for(response.recv(), DEADLINE)
+            assert ack["ACKN"] == 1 and ack["WARC"] == WARC_IGNORED
+            assert "FSTA, FSTP ignored" in ack["WARN"]
+            assert "answered from the recorded DSPL SWEP" in ack["WARN"]
+            reply = await asyncio.wait_for(response.recv(), DEADLINE)
+            # The recorded sweep as it is, not the 100 to 200 MHz asked for.
+            assert reply.packet_type == "DSPC" and reply["FSTA"] == 400 and list(reply["PDAT"])[:5] == [0] * 5
+            # Answered as recorded, no params: no warning.
+            response = connection.send("DSPL", "SWEP")
+            ack = await asyncio.wait_for(response.recv(), DEADLINE)
+            assert "WARN" not in ack and "WARC" not in ack
 
     run(main)
 
 
 def test_a_stream_reports_the_end_of_the_capture(capture: Path) -> None:
     async def main() -> None:
-        server, port = await serve(capture)
-        try:
+        async with serving(capture) as port:
             async with await ncplib.connect(
                 "127.0.0.1", port, auto_ackn=False, auto_warn=False
             ) as connection:
@@ -97,23 +97,18 @@ def test_a_stream_reports_the_end_of_the_capture(capture: Path) -> None:
                 assert all("PDAT" in f for f in [*sweeps, again]) and next(iter(again["PDAT"])) == 0
                 ended = [w.message for w in caught if isinstance(w.message, ncplib.CommandWarning)]
                 assert len(caught) == len(ended) == 1 and "end of the capture" in str(ended[0])
-        finally:
-            server.close()
-            await server.wait_closed()
 
     run(main)
 
 
 def test_a_looping_stream_does_not_end(capture: Path) -> None:
     async def main() -> None:
-        server, port = await serve(capture, loop=True)
-        try:
-            async with await ncplib.connect("127.0.0.1", port, auto_warn=False) as connection:
-                response = connection.send("DSPL", "SWEP")
-                fields = [await asyncio.wait_for(response.recv(), DEADLINE) for _ in range(2 * SWEEPS + 1)]
-                assert all("WARN" not in f and "PDAT" in f for f in fields)
-        finally:
-            server.close()
-            await server.wait_closed()
+        async with (
+            serving(capture, loop=True) as port,
+            await ncplib.connect("127.0.0.1", port, auto_warn=False) as connection,
+        ):
+            response = connection.send("DSPL", "SWEP")
+            fields = [await asyncio.wait_for(response.recv(), DEADLINE) for _ in range(2 * SWEEPS + 1)]
+            assert all("WARN" not in f and "PDAT" in f for f in fields)
 
     run(main)
