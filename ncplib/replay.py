@@ -6,19 +6,32 @@ Replaying a capture file
 it were the node they came from, so that a client can be developed against a capture of a real
 node without the node. ``ncplib node --replay FILE`` runs one.
 
-A command is answered from the recorded fields with the same packet type and field name (or,
-when there are none, the same field name under another packet type, as a ``DSPC SWEP`` request
-is answered from a recorded ``DSPL SWEP`` stream). Its params are not looked at: the recording
-is what it is. As a node does, it first replies ``ACKN``, then:
+What a command gets
+-------------------
+
+A command is answered from the recorded fields with the same packet type and field name or,
+when there are none, the recorded fields of the same field name under another packet type (the
+first such packet type in the capture): a ``DSPC SWEP`` request is answered from a recorded
+``DSPL SWEP`` stream. The replies are the recorded params as they are, under the request's
+packet type, field name and field id, timestamped when sent, as a node's replies are. As a node
+does, it first replies ``ACKN``, then:
 
 - ``DSPL`` (a stream): every recorded field in order, at the recorded pace (the gaps between
   their packet timestamps, divided by ``speed``), until the end of the capture or, with
-  ``loop``, again and again until the client disconnects or replaces the stream;
+  ``loop``, again and again until the client disconnects or replaces the stream. Without
+  ``loop``, the end of the capture is reported: one more ``ACKN`` with ``WARN`` (``"end of the
+  capture: ..."``) and ``WARC`` :data:`WARC_CAPTURE_ENDED`, which a client (6.1.0 included,
+  with its default ``auto_warn`` and ``auto_ackn``) shows as a :exc:`~ncplib.CommandWarning`
+  without delivering a field; nothing follows it.
 - any other packet type: the next recorded field, one per request (after the last, the first).
 
+The command's params are not looked at: the recording is what it is. Nothing is ignored in
+silence, though (as for :mod:`ncplib.node`): when the command has params, or is answered from
+another packet type, the first ``ACKN`` carries ``WARN`` saying so and ``WARC``
+:data:`~ncplib.node.WARC_IGNORED`.
+
 A command with no recorded field gets ``ERRO="Unknown command"``, ``ERRC=400``. Recorded
-acknowledgements (``ACKN``) and ``LINK`` packets are not replayed. Replies carry the request's
-field id and the time they are sent, as a node's do.
+acknowledgements (``ACKN``) and ``LINK`` packets are not replayed.
 
 The file is read as it is replayed, never held in memory; damaged packets are skipped with a
 warning.
@@ -36,14 +49,19 @@ from typing import TYPE_CHECKING
 
 from ncplib.capture import CapturedField, CaptureReader
 from ncplib.errors import NCPError
-from ncplib.node import SimulatedNode
+from ncplib.node import WARC_IGNORED, SimulatedNode
 
 if TYPE_CHECKING:  # pragma: no cover
     from ncplib.connection import Connection, Field
 
-__all__ = ["ReplayNode"]
+__all__ = ["ReplayNode", "WARC_CAPTURE_ENDED"]
 
 logger = logging.getLogger(__name__)
+
+#: ``WARC`` of the warning that ends a ``DSPL`` stream at the end of the capture (without
+#: ``loop``); above the simulated node's codes (:data:`~ncplib.node.WARC_IGNORED`,
+#: :data:`~ncplib.node.WARC_CAPPED`).
+WARC_CAPTURE_ENDED = 3
 
 _STREAM_PACKET_TYPE = "DSPL"
 _NOT_REPLAYED = frozenset({"ACKN"})
@@ -51,6 +69,16 @@ _NOT_REPLAYED = frozenset({"ACKN"})
 
 def _replayable(field: CapturedField) -> bool:
     return field.packet_type != "LINK" and not _NOT_REPLAYED.intersection(field)
+
+
+def _replay_warning(field: Field, key: tuple[str, str]) -> dict[str, str | int]:
+    """The ``WARN`` and ``WARC`` of a command's acknowledgement (none if it is answered as asked)."""
+    notes = []
+    if field:
+        notes.append(f"{', '.join(field)} ignored: a replay answers with the recorded fields as they are")
+    if key[0] != field.packet_type:
+        notes.append(f"answered from the recorded {key[0]} {key[1]} fields")
+    return {"WARN": "; ".join(notes), "WARC": WARC_IGNORED} if notes else {}
 
 
 class ReplayNode(SimulatedNode):
@@ -124,7 +152,7 @@ class ReplayNode(SimulatedNode):
             logger.info("Replay node: nothing recorded for %s %s", field.packet_type, field.name)
             field.send(ERRO="Unknown command", ERRC=400)
             return None
-        field.send(ACKN=1)
+        field.send(ACKN=1, **_replay_warning(field, key))
         if field.packet_type == _STREAM_PACKET_TYPE:
             return asyncio.ensure_future(self._replay(connection, field, key))
         self._forget_closed()
@@ -150,6 +178,7 @@ class ReplayNode(SimulatedNode):
         start: float | None = None
         first: datetime | None = None
         previous: datetime | None = None
+        sent = 0
         try:
             for reply in recorded:
                 stamp = reply.packet_timestamp
@@ -161,8 +190,16 @@ class ReplayNode(SimulatedNode):
                     await asyncio.sleep(max(0.0, due - loop.time()))
                 previous = stamp
                 field.send(**reply)
+                sent += 1
                 await connection.drain()
                 await asyncio.sleep(0)
+            # Only reached without looping: say so rather than go quiet.
+            field.send(
+                ACKN=1,
+                WARN=f"end of the capture: all {sent} recorded {key[0]} {key[1]} fields sent",
+                WARC=WARC_CAPTURE_ENDED,
+            )
+            await connection.drain()
         except NCPError as ex:
             logger.debug("Replay node: stream %s ended: %s", field.name, ex)
         finally:

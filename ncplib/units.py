@@ -42,7 +42,7 @@ try:
 except ImportError as ex:  # pragma: no cover - numpy is an extra
     raise ImportError("ncplib.units needs numpy: pip install 'ncplib[numpy]'") from ex
 
-from ncplib._signal import IQ_SAMPLE_RATE_HZ
+from ncplib import _signal
 
 __all__ = [
     "Sweep",
@@ -61,12 +61,15 @@ __all__ = [
     "IQ_BASE_RATE_HZ",
 ]
 
-#: dB per ``PDAT`` step (negative: a larger value is a lower level).
-PDAT_SCALE_DB = -0.5
-#: Multiplier from ``DIQT`` integers to full-scale-1.0 floats.
-IQ_SCALE = 1.0 / 32768
-#: The digitiser's sample rate before decimation, Hz.
-IQ_BASE_RATE_HZ = IQ_SAMPLE_RATE_HZ
+#: The default ``scale`` of :func:`sweep_levels`: dB per ``PDAT`` step, -0.5 (negative: a
+#: larger value is a lower level), the simulated node's encoding (``RLEV - PDAT / 2`` dBm).
+PDAT_SCALE_DB: float = -0.5
+#: The default ``scale`` of :func:`iq_samples`: the multiplier, 1/32768, from ``DIQT`` i16
+#: integers to floats of full scale 1.0 (SigMF's ``ci16`` convention).
+IQ_SCALE: float = 1.0 / 32768
+#: The default ``base_rate`` of :func:`iq_sample_rate`: the digitiser's sample rate before
+#: decimation, 62.5e6 Hz (the sample rate is this divided by ``DECI``).
+IQ_BASE_RATE_HZ: float = _signal.IQ_SAMPLE_RATE_HZ
 
 _MHZ = 1e6
 _MILLIHERTZ = 1e-3
@@ -76,7 +79,7 @@ def _param(params: Mapping[str, Any], name: str, what: str) -> Any:
     try:
         return params[name]
     except KeyError:
-        raise ValueError(f"not a {what}: no {name} param") from None
+        raise ValueError(f"not {what}: no {name} param") from None
 
 
 def _number(params: Mapping[str, Any], name: str, what: str) -> float:
@@ -103,7 +106,7 @@ def is_iq_capture(params: Mapping[str, Any]) -> bool:
 
 def _bins(params: Mapping[str, Any], bins: int | None) -> int:
     if bins is None:
-        value = _param(params, "NBIN", "sweep (pass bins= when the node sends no NBIN)")
+        value = _param(params, "NBIN", "a sweep (pass bins= when the node sends no NBIN)")
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"NBIN must be an integer, not {value!r}")
         bins = int(value)
@@ -122,8 +125,8 @@ def sweep_frequencies(params: Mapping[str, Any], *, bins: int | None = None) -> 
     :returns: float64 array of ``NBIN`` frequencies in Hz, ascending:
         ``FSTA + (k + 0.5) * (FSTP - FSTA) / NBIN`` for bin ``k``.
     """
-    fsta = _number(params, "FSTA", "sweep") * _MHZ
-    fstp = _number(params, "FSTP", "sweep") * _MHZ
+    fsta = _number(params, "FSTA", "a sweep") * _MHZ
+    fstp = _number(params, "FSTP", "a sweep") * _MHZ
     if not fstp > fsta:
         raise ValueError(f"FSTP ({fstp / _MHZ:g} MHz) must be above FSTA ({fsta / _MHZ:g} MHz)")
     count = _bins(params, bins)
@@ -151,12 +154,12 @@ def sweep_levels(
         ``PDAT`` is left out.
     """
     count = _bins(params, bins)
-    pdat = np.asarray(_param(params, "PDAT", "sweep"))
+    pdat = np.asarray(_param(params, "PDAT", "a sweep"))
     if pdat.ndim != 1 or pdat.dtype.kind not in "uif":
         raise ValueError(f"PDAT must be a 1-D numeric array, not {pdat.dtype} of shape {pdat.shape}")
     if len(pdat) < count:
         raise ValueError(f"PDAT holds {len(pdat)} values, fewer than the {count} bins of NBIN")
-    base = _number(params, "RLEV", "sweep") if offset is None else float(offset)
+    base = _number(params, "RLEV", "a sweep") if offset is None else float(offset)
     levels: npt.NDArray[np.float32] = pdat[:count].astype(np.float32)
     levels *= np.float32(scale)
     levels += np.float32(base)
@@ -206,7 +209,7 @@ def iq_samples(params: Mapping[str, Any], *, scale: float = IQ_SCALE) -> npt.NDA
         than ``2 * SAMP``.
     :returns: complex64 array of samples.
     """
-    diqt = np.asarray(_param(params, "DIQT", "I/Q capture"))
+    diqt = np.asarray(_param(params, "DIQT", "an I/Q capture"))
     if diqt.ndim != 1 or diqt.dtype.kind not in "iu":
         raise ValueError(f"DIQT must be a 1-D integer array, not {diqt.dtype} of shape {diqt.shape}")
     count = len(diqt) // 2
@@ -233,7 +236,7 @@ def iq_sample_rate(params: Mapping[str, Any], *, base_rate: float = IQ_BASE_RATE
     :raises ValueError: if ``DECI`` is missing, not a number or below 1.
     :returns: Samples per second, Hz.
     """
-    deci = _number(params, "DECI", "I/Q capture")
+    deci = _number(params, "DECI", "an I/Q capture")
     if not deci >= 1:
         raise ValueError(f"DECI must be at least 1, not {deci:g}")
     return base_rate / deci
@@ -246,9 +249,9 @@ def iq_centre_frequency(params: Mapping[str, Any]) -> float:
     :raises ValueError: if ``FCTR`` is missing, or it or ``FCTM`` is not a number.
     :returns: Hz.
     """
-    centre = _number(params, "FCTR", "I/Q capture") * _MHZ
+    centre = _number(params, "FCTR", "an I/Q capture") * _MHZ
     if "FCTM" in params:
-        centre += _number(params, "FCTM", "I/Q capture") * _MILLIHERTZ
+        centre += _number(params, "FCTM", "an I/Q capture") * _MILLIHERTZ
     return centre
 
 

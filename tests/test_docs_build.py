@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,25 @@ def test_cli_page_documents_every_subcommand_and_option() -> None:
             for option in action.option_strings:
                 if option not in ("-h", "--help"):
                     assert f"``{option}``" in text or f"[{option}" in text, (name, option)
+
+
+def test_cli_page_documents_no_option_a_subcommand_lacks() -> None:
+    # Each ``--option`` in a subcommand's section is one of its options (or names the other
+    # subcommand it belongs to, as ``stream --save``).
+    text = (DOCS / "cli.rst").read_text(encoding="utf-8")
+    parser = build_parser()
+    (subparsers,) = (action for action in parser._actions if action.choices and action.dest == "command")
+    assert subparsers.choices is not None
+    sections = re.split(r"^``ncplib (\w+)``\n-+\n", text, flags=re.MULTILINE)
+    checked = 0
+    for name, section in zip(sections[1::2], sections[2::2], strict=True):
+        for match in re.finditer(r"(?:(\w+)\s+)?(--[a-z][a-z-]*)", section):
+            other, option = match.groups()
+            owner = other if other in subparsers.choices else name
+            owned = {o for action in subparsers.choices[owner]._actions for o in action.option_strings}
+            assert option in owned, (name, match.group(0))
+            checked += 1
+    assert checked > 20
 
 
 @pytest.mark.filterwarnings("ignore:Argument .writer_name.:PendingDeprecationWarning")

@@ -11,6 +11,7 @@ Every code example in README.rst and docs/ runs.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import doctest
 import os
@@ -141,6 +142,33 @@ def test_examples_count_sweeps_by_nbin(code: str) -> None:
     # reports padding zeros as bins at the reference level.
     if re.search(r"""\[["']PDAT["']\]""", code):
         assert "NBIN" in code or "data_values" in code, "read NBIN values of PDAT, the rest is padding"
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=lambda path: path.name)
+def test_examples_say_where_their_capture_files_come_from(path: Path) -> None:
+    # The tests provide sweeps.ncp; a reader has only the page: a file an example reads is
+    # saved by a console command shown on the page before it (that the tests run too), or by
+    # the example itself.
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    for line, code in code_blocks(path, "python"):
+        before = "\n".join(lines[:line])
+        for name in re.findall(r"""(?:open|CaptureReader|read_fields)\(["']([^"']+\.ncp)["']""", code):
+            written = re.search(rf"""open\(["']{re.escape(name)}["'], ["']w""", code)
+            saved = re.search(rf"^\s*\$ ncplib stream .*--save {re.escape(name)}\b", before, re.MULTILINE)
+            assert written or saved, (line, name)
+
+
+def test_docstring_examples_count_sweeps_by_nbin() -> None:
+    # As test_examples_count_sweeps_by_nbin, for the examples in the library's docstrings.
+    unsafe = []
+    for path in sorted((ROOT / "ncplib").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                for line in (ast.get_docstring(node) or "").splitlines():
+                    if re.search(r"""\[["']PDAT["']\]""", line) and not re.search("NBIN|data_values", line):
+                        unsafe.append(f"{path.relative_to(ROOT)}: {line.strip()}")
+    assert not unsafe
 
 
 @pytest.mark.parametrize("code", CLIENT_EXAMPLES)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import inspect
 import logging
+import pydoc
 import random
 import socket
 import zlib
@@ -115,6 +117,33 @@ def test_addresses_are_parsed_and_checked() -> None:
         ncplib.Fleet(["a"]).subscribe("DSPL", "swep")
     with pytest.raises(TypeError):
         ncplib.Fleet(["a"]).send("DSPC", "SWEP", FSTA=object())  # type: ignore[arg-type]
+
+
+def test_misused_arguments_fail_up_front_with_a_clear_error() -> None:
+    # A single address, not a list of them: not read as a list of one-character hosts.
+    for single in ["127.0.0.1:9999", b"127.0.0.1:9999"]:
+        with pytest.raises(TypeError, match="iterable of addresses"):
+            ncplib.Fleet(single)  # type: ignore[arg-type]
+    # A timeout that would time out every connection attempt at once.
+    for timeout in [0, -1]:
+        with pytest.raises(ValueError, match="timeout"):
+            ncplib.Fleet(["127.0.0.1"], timeout=timeout)
+    # An empty fleet's loop would wait forever.
+    with pytest.raises(ValueError, match="at least one address"):
+        ncplib.Fleet([])
+    # A pair's port is an int; a port as text goes in "host:port".
+    with pytest.raises(TypeError, match="port of an address pair is an int"):
+        ncplib.Fleet([("127.0.0.1", "9999")])  # type: ignore[list-item]
+    with pytest.raises(ValueError):
+        ncplib.Fleet([("127.0.0.1", 0)])
+
+
+def test_node_attributes_are_documented_one_by_one() -> None:
+    # What help(ncplib.Node) shows under each attribute.
+    text = " ".join(pydoc.render_doc(ncplib.Node, renderer=pydoc.plaintext).split())
+    for name in ["address", "changed", "last_attempt", "last_error", "retry_delay", "connected"]:
+        doc = inspect.getdoc(getattr(ncplib.Node, name))
+        assert doc and len(doc) > 20 and " ".join(doc.split()) in text, name
 
 
 def test_iterating_an_unstarted_fleet_is_an_error() -> None:
@@ -363,6 +392,8 @@ def test_refused_and_unresolvable_nodes_retry_without_delaying_others(
             delays: list[float] = []
             async with fleet:
                 bad_a, bad_b, good = fleet.nodes
+                started = bad_a.changed
+                assert bad_b.changed == started
 
                 def watch(node: ncplib.Node, field: ncplib.Field) -> None:
                     delays.extend(n.retry_delay for n in (bad_a, bad_b) if n.retry_delay)
@@ -373,7 +404,11 @@ def test_refused_and_unresolvable_nodes_retry_without_delaying_others(
                 for node in (bad_a, bad_b):
                     assert isinstance(node.last_error, ncplib.NetworkError)
                     assert not node.connected and node.fields == 0
+                    # Down since the fleet started: failed retries do not move it.
+                    assert node.changed == started
+                    assert node.last_attempt is not None and node.last_attempt >= started
                 assert good.connected and good.last_error is None
+                assert good.changed >= started
             assert delays and all(low <= delay <= high for delay in delays)
         finally:
             server.close()
@@ -382,7 +417,8 @@ def test_refused_and_unresolvable_nodes_retry_without_delaying_others(
     with caplog.at_level(logging.WARNING, logger="ncplib.fleet"):
         run(main, loop=loop)
     # The same failure again and again is logged once per node.
-    warned = [r.getMessage().split(":")[0] for r in caplog.records if r.name == "ncplib.fleet._fleet"]
+    # Under the documented logger name.
+    warned = [r.getMessage().split(":")[0] for r in caplog.records if r.name == "ncplib.fleet"]
     assert sorted(warned) == ["127.0.0.1", "node.invalid"]
 
 

@@ -80,7 +80,7 @@ def test_sweep_scale_offset_and_bins_are_arguments() -> None:
             {"PDAT": array.array("B", [1]), "FSTA": "1", "FSTP": 2, "RLEV": 0, "NBIN": 1},
             "FSTA must be a number",
         ),
-        ({"FSTA": 1, "FSTP": 2, "RLEV": 0, "NBIN": 1}, "no PDAT"),
+        ({"FSTA": 1, "FSTP": 2, "RLEV": 0, "NBIN": 1}, "^not a sweep: no PDAT"),
     ],
 )
 def test_bad_sweeps_raise_value_error(params: dict[str, Any], message: str) -> None:
@@ -118,13 +118,39 @@ def test_centre_frequency_adds_fctm_millihertz_and_rates_take_a_base() -> None:
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"FCTR": 1, "DECI": 1}, "no DIQT"),
+        ({"FCTR": 1, "DECI": 1}, "^not an I/Q capture: no DIQT"),
         ({"DIQT": array.array("h", [1, 2]), "FCTR": 1, "DECI": 0}, "DECI must be at least 1"),
         ({"DIQT": array.array("h", [1, 2]), "FCTR": 1, "DECI": 1, "SAMP": 2}, "fewer than 2 \\* SAMP"),
         ({"DIQT": array.array("f", [1, 2]), "FCTR": 1, "DECI": 1}, "integer array"),
-        ({"DIQT": array.array("h", [1, 2]), "DECI": 1}, "no FCTR"),
+        ({"DIQT": array.array("h", [1, 2]), "DECI": 1}, "^not an I/Q capture: no FCTR"),
     ],
 )
 def test_bad_iq_captures_raise_value_error(params: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         units.iq_capture(params)
+
+
+def test_public_names_are_exported_and_documented() -> None:
+    import ast
+    import pathlib
+    import types
+
+    public = {
+        name
+        for name, value in vars(units).items()
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)
+        and name != "annotations"
+        and getattr(value, "__module__", units.__name__) == units.__name__
+    }
+    assert public == set(units.__all__)
+    # Each constant has a #: comment (what Sphinx documents) and appears in the API reference.
+    source = pathlib.Path(units.__file__).read_text().splitlines()
+    reference = (pathlib.Path(__file__).parents[1] / "docs" / "recording.rst").read_text()
+    for node in ast.parse("\n".join(source)).body:
+        if isinstance(node, ast.AnnAssign | ast.Assign):
+            target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0]
+            name = getattr(target, "id", "")
+            if name in units.__all__:
+                assert source[node.lineno - 2].lstrip().startswith("#:"), name
+                assert f".. autodata:: ncplib.units.{name}" in reference, name

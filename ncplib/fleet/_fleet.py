@@ -28,6 +28,7 @@ import functools
 import logging
 import random
 import ssl as _ssl
+import time
 from collections import deque
 from collections.abc import Awaitable, Iterable
 from datetime import datetime, timezone
@@ -44,7 +45,8 @@ from ncplib.packets import Param, encode_packet
 
 __all__ = ["Fleet", "TURN", "DEFAULT_FLEET_HIGH_WATER"]
 
-logger = logging.getLogger(__name__)
+# The documented logger name, not this private module's.
+logger = logging.getLogger("ncplib.fleet")
 
 #: The default ``high_water`` of a fleet's connections, in bytes.
 DEFAULT_FLEET_HIGH_WATER = 512 * 1024
@@ -71,7 +73,7 @@ class Fleet:
         fleet.subscribe("DSPL", "SWEP", FSTA=400, FSTP=500)
         async with fleet:
             async for node, field in fleet:
-                print(node.address, field["PDAT"])
+                print(node.address, field["PDAT"][: field["NBIN"]])  # NBIN bins; the rest is padding
 
     Nodes connect in the background once the ``async with`` block is entered; the loop yields
     ``(node, field)`` pairs as fields arrive, from whichever nodes are connected. A node that
@@ -84,11 +86,13 @@ class Fleet:
     :param addresses: The nodes: ``"host"``, ``"host:port"``, ``"[IPv6]:port"`` or ``(host,
         port)`` pairs. The port defaults as in :func:`ncplib.connect` (9999; 443 with ``ssl``;
         80 with ``username``/``password``). Each entry is one :class:`Node` with a connection of
-        its own: an address listed twice is connected twice (as load tests do).
+        its own: an address listed twice is connected twice (as load tests do). A list (any
+        iterable but a string), at least one address; a pair's port is an :class:`int`.
     :param int timeout: Proposed to each node as the connection's timeout in seconds (the node
         may change it, 5 to 60 for an ncplib server); a connection that receives no complete
         packet for the negotiated timeout (bytes trickling in do not count, as for
         :meth:`ncplib.Connection.recv`) is closed and the node reconnects. Also bounds connecting.
+        Greater than 0.
     :param bool use_numpy: Decode data params as read-only numpy arrays (see
         :func:`ncplib.connect`).
     :param reconnect_delay: ``(low, high)``: the shortest and longest delay in seconds before a
@@ -108,9 +112,10 @@ class Fleet:
         ``connection_domain``, ``auto_erro``, ``auto_warn``, ``auto_ackn``, ``ssl``,
         ``username``, ``password`` and ``max_packet_size``; the auto options apply per node
         (a node's :exc:`~ncplib.CommandError` goes to its :attr:`Node.last_error`).
-    :raises ValueError: if an address is invalid, or ``reconnect_delay``,
-        ``stable_after`` or ``max_connecting`` is out of range.
-    :raises TypeError: if an address is neither a string nor a pair.
+    :raises ValueError: if an address is invalid, there are no addresses, or ``timeout``,
+        ``reconnect_delay``, ``stable_after`` or ``max_connecting`` is out of range.
+    :raises TypeError: if ``addresses`` is a string (or bytes) rather than an iterable of
+        addresses, or an address is neither a string nor a ``(host, int port)`` pair.
     """
 
     def __init__(
@@ -135,6 +140,14 @@ class Fleet:
         password: str = "",
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
     ) -> None:
+        if isinstance(addresses, (str, bytes, bytearray)):
+            raise TypeError(
+                f"addresses must be an iterable of addresses (e.g. a list), not a {type(addresses).__name__}:"
+                f" write [{addresses!r}]"
+            )
+        if not timeout > 0:
+            # A timeout of 0 or less would make every connection attempt time out at once.
+            raise ValueError(f"timeout must be > 0 seconds, not {timeout!r}")
         self._low, self._high = check_bounds(reconnect_delay)
         self._stable_after = self._high if stable_after is None else float(stable_after)
         if not self._stable_after >= 0:
@@ -146,6 +159,9 @@ class Fleet:
         self._high_water = high_water
         port = default_port(ssl=ssl, authenticate=bool(username or password))
         self._nodes = [Node(*parse_address(address, port)) for address in addresses]
+        if not self._nodes:
+            # Its loop would wait forever for a field.
+            raise ValueError("a Fleet needs at least one address")
         self._connect_args: dict[str, Any] = {
             "hostname": hostname,
             "connection_username": connection_username,
@@ -270,7 +286,10 @@ class Fleet:
         self._started = True
         self._loop = loop
         self._connecting = asyncio.Semaphore(self._max_connecting)
+        now = time.time()
         for node in self._nodes:
+            # Down since the fleet started.
+            node.changed = now
             node._on_data = functools.partial(self._on_data, node)
             self._tasks.append(loop.create_task(self._run_node(node)))
         self._check_handle = loop.call_at(loop.time() + _CHECK_INTERVAL, self._check_silent)
@@ -473,6 +492,7 @@ class Fleet:
                 try:
                     async with self._connecting:
                         node.attempts += 1
+                        node.last_attempt = time.time()
                         connection = await connect(node.host, node.port, **self._connect_args)
                 except AuthenticationError as ex:
                     # Wrong credentials do not get right by retrying fast.
@@ -506,7 +526,7 @@ class Fleet:
                 connection_left._protocol.on_data = None
                 connection_left.close()
                 await connection_left.wait_closed()
-            node._touch()
+            node._note_state()
 
     async def _serve(self, node: Node, connection: Connection, first: bool) -> BaseException:
         """Runs one connection of ``node`` until it ended; returns why it ended."""
@@ -518,7 +538,7 @@ class Fleet:
         node._idle_since = loop.time()
         if not first:
             node.reconnects += 1
-        node._touch()
+        node._note_state()
         logger.info("%s: connected", node.address)
         # The next failure is a change worth a warning, even if it is the same as the last one.
         node._logged = None
@@ -538,7 +558,8 @@ class Fleet:
 
     def _failed(self, node: Node, ex: BaseException, *, lost: bool = False) -> None:
         node.last_error = ex
-        node._touch()
+        # Moves Node.changed only when a connection was lost, not at a failed retry.
+        node._note_state()
         description = f"{type(ex).__name__}: {ex}"
         what = "connection lost" if lost else "cannot connect"
         if description != node._logged:

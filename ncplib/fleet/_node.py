@@ -24,13 +24,18 @@ def parse_address(address: Address, default_port: int) -> tuple[str, str, int]:
     A bare IPv6 address (more than one colon, no brackets) is a host without a port.
 
     :raises ValueError: if the host is empty or the port not a number from 1 to 65535.
-    :raises TypeError: if ``address`` is neither a string nor a ``(host, port)`` pair.
+    :raises TypeError: if ``address`` is neither a string nor a ``(host, port)`` pair, or a
+        pair's port is not an :class:`int` (write ``"host:port"`` for a port as text).
     :returns: ``(text, host, port)``.
     """
     if isinstance(address, tuple):
         if len(address) != 2 or not isinstance(address[0], str):
             raise TypeError(f"an address pair is (host, port), not {address!r}")
         host, port_value = address
+        if isinstance(port_value, bool) or not isinstance(port_value, int):
+            raise TypeError(
+                f"the port of an address pair is an int, not {type(port_value).__name__}: {address!r}"
+            )
         text = f"[{host}]:{port_value}" if ":" in host else f"{host}:{port_value}"
         port = _port(port_value, address)
     elif isinstance(address, str):
@@ -55,14 +60,13 @@ def parse_address(address: Address, default_port: int) -> tuple[str, str, int]:
     return text, host, port
 
 
-def _port(value: object, address: object) -> int:
+def _port(value: int | str, address: object) -> int:
     port = 0
-    if isinstance(value, (int, str)):
-        try:
-            port = int(value)
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not 0 < port < 65536:
+    try:
+        port = int(value)
+    except ValueError:
+        pass
+    if not 0 < port < 65536:
         raise ValueError(f"invalid port in address {address!r}")
     return port
 
@@ -72,67 +76,45 @@ class Node:
     One node of a :class:`~ncplib.Fleet`, the same object across reconnects.
 
     Read its attributes to watch the fleet; do not set them.
-
-    .. attribute:: address
-
-        The address as given to the fleet (a ``(host, port)`` pair as ``"host:port"``).
-
-    .. attribute:: host
-
-        The host name or IP address connected to.
-
-    .. attribute:: port
-
-        The TCP port connected to.
-
-    .. attribute:: fields
-
-        The number of fields delivered from this node so far, over all its connections.
-
-    .. attribute:: attempts
-
-        How many connection attempts were made, successful or not.
-
-    .. attribute:: reconnects
-
-        How many times the node connected again after its first connection.
-
-    .. attribute:: last_error
-
-        The last exception met by this node: why a connection attempt failed or a connection
-        ended (:exc:`~ncplib.NetworkError`, :exc:`~ncplib.NetworkTimeoutError`,
-        :exc:`~ncplib.AuthenticationError`, :exc:`~ncplib.DecodeError`, ...) or the
-        :exc:`~ncplib.CommandError` of a field the node sent. :data:`None` until one happens;
-        kept after a successful reconnect (compare :attr:`changed`).
-
-    .. attribute:: changed
-
-        When the node last connected, disconnected or failed to connect: Unix time in seconds
-        (:func:`time.time`).
-
-    .. attribute:: retry_delay
-
-        The delay in seconds before the pending reconnection attempt (0.0 when none is pending).
     """
 
-    __slots__ = (
-        "_connection",
-        "_ended",
-        "_idle_since",
-        "_logged",
-        "_lost_reason",
-        "_on_data",
-        "_queued",
-        "address",
-        "attempts",
-        "changed",
-        "fields",
-        "host",
-        "last_error",
-        "port",
-        "reconnects",
-        "retry_delay",
-    )
+    # A dict: its values document each attribute (for help() and Sphinx).
+    __slots__ = {  # noqa: RUF023 - in reading order
+        "_connection": "",
+        "_ended": "",
+        "_idle_since": "",
+        "_logged": "",
+        "_lost_reason": "",
+        "_on_data": "",
+        "_queued": "",
+        "_was_connected": "",
+        "address": 'The address as given to the fleet (a ``(host, port)`` pair as ``"host:port"``).',
+        "host": "The host name or IP address connected to (:class:`str`).",
+        "port": "The TCP port connected to (:class:`int`).",
+        "fields": "The number of fields delivered from this node so far, over all its connections.",
+        "attempts": "How many connection attempts were made, successful or not (:class:`int`).",
+        "reconnects": "How many times the node connected again after its first connection.",
+        "last_error": (
+            "The last exception met by this node: why a connection attempt failed or a connection"
+            " ended (:exc:`~ncplib.NetworkError`, :exc:`~ncplib.NetworkTimeoutError`,"
+            " :exc:`~ncplib.AuthenticationError`, :exc:`~ncplib.DecodeError`, ...) or the"
+            " :exc:`~ncplib.CommandError` of a field the node sent. :data:`None` until one"
+            " happens; kept after a successful reconnect (compare :attr:`changed`)."
+        ),
+        "changed": (
+            "When :attr:`connected` last changed (the node connected, or its connection was"
+            " lost), or when the fleet started if it never did: Unix time in seconds"
+            " (:func:`time.time`). A failed attempt to reconnect a node that is already down does"
+            " not move it, so it tells since when a node is up or down (see :attr:`last_attempt`)."
+        ),
+        "last_attempt": (
+            "When the last connection attempt began, successful or not: Unix time in seconds"
+            " (:func:`time.time`); :data:`None` before the first."
+        ),
+        "retry_delay": (
+            "The delay in seconds before the pending reconnection attempt (0.0 when none is pending)."
+        ),
+    }
 
     def __init__(self, address: str, host: str, port: int) -> None:
         self.address = address
@@ -143,6 +125,7 @@ class Node:
         self.reconnects = 0
         self.last_error: BaseException | None = None
         self.changed = time.time()
+        self.last_attempt: float | None = None
         self.retry_delay = 0.0
         self._connection: Connection | None = None
         # Set when the current connection ended, to the reason; awaited by the node's task.
@@ -157,6 +140,8 @@ class Node:
         self._on_data: Callable[[], None] | None = None
         # The description of the last error logged at warning level (logged once per change).
         self._logged: str | None = None
+        # The value of ``connected`` when ``changed`` was last set.
+        self._was_connected = False
 
     @property
     def connection(self) -> Connection | None:
@@ -175,8 +160,12 @@ class Node:
             return False
         return not connection.is_closing() and not ended.done()
 
-    def _touch(self) -> None:
-        self.changed = time.time()
+    def _note_state(self) -> None:
+        # Moves ``changed`` if ``connected`` changed since it was last set.
+        connected = self.connected
+        if connected != self._was_connected:
+            self._was_connected = connected
+            self.changed = time.time()
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"
