@@ -12,7 +12,7 @@ works where one is already running (a notebook cell, an asyncio program)::
     with ncplib.sync.connect("127.0.0.1", 9999, timeout=60) as connection:
         response = connection.send("DSPC", "SWEP", FSTA=400, FSTP=500)
         field = response.recv(timeout=5)
-        print(field["PDAT"])
+        print(field["PDAT"][: field["NBIN"]])
 
 The API is that of :class:`ncplib.Connection`, :class:`ncplib.Response` and
 :class:`ncplib.Field` minus ``async``: the same methods, arguments, errors and warnings, with a
