@@ -567,7 +567,9 @@ cdef object _encode(object packet_type, object packet_id, object timestamp, obje
             id_value = _exact_u32(field_id)
             if id_value < 0:
                 if type(field_id) is not int and not isinstance(field_id, int):
-                    raise TypeError(w.MSG_FIELD_ID_TYPE.format(name=field_name, type_name=type(field_id).__name__))
+                    raise TypeError(
+                        w.MSG_FIELD_ID_TYPE.format(name=field_name, type_name=type(field_id).__name__)
+                    )
                 if not 0 <= field_id <= 0xFFFFFFFF:
                     raise ValueError(w.MSG_FIELD_ID_RANGE.format(name=field_name, field_id=field_id))
                 id_value = PyLong_AsUnsignedLongLong(int(field_id))
