@@ -89,15 +89,20 @@ def _command_error(ex: CommandError) -> _Failure:
     )
 
 
+def _send(connection: ncplib.Connection, args: argparse.Namespace, params: dict[str, Any]) -> ncplib.Response:
+    """Sends the command line's command; a value the library refuses is a usage error."""
+    try:
+        return connection.send(args.packet, args.field, **params)
+    except (ValueError, TypeError) as ex:
+        raise UsageError(str(ex)) from None
+
+
 async def _run_send(args: argparse.Namespace) -> int:
     host, port = parse_address(args.address)
     params = dict(parse_param(text) for text in args.params)
     connection = await _connect(host, port, args.timeout)
     try:
-        try:
-            response = connection.send(args.packet, args.field, **params)
-        except (ValueError, TypeError) as ex:
-            raise UsageError(str(ex)) from None
+        response = _send(connection, args, params)
         field = await _recv(response, args.timeout, f"reply to {args.packet} {args.field}")
     except CommandError as ex:
         raise _command_error(ex) from None
@@ -165,10 +170,7 @@ async def _run_stream(args: argparse.Namespace) -> int:
     try:
         connection = await _connect(host, port, args.timeout)
         try:
-            try:
-                response = connection.send(args.packet, args.field, **params)
-            except (ValueError, TypeError) as ex:
-                raise UsageError(str(ex)) from None
+            response = _send(connection, args, params)
             deadline = None if args.duration is None else status.started + args.duration
             while count is None or status.fields < count:
                 wait = args.timeout
