@@ -151,10 +151,8 @@ def test_connection_recv_field_drops_other_fields() -> None:
 
 def test_recv_timeout_leaves_the_connection_usable() -> None:
     with serving(echo) as port, ncplib.sync.connect("127.0.0.1", port) as connection:
-        started = time.monotonic()
         with pytest.raises(ncplib.NetworkTimeoutError, match=r"No field received within 0\.2 seconds"):
             connection.recv(timeout=0.2)
-        assert time.monotonic() - started >= 0.2
         assert connection.send("TEST", "ECHO", A=1).recv(timeout=10)["A"] == 1
 
 
@@ -334,21 +332,23 @@ def test_a_packet_trickling_in_does_not_keep_the_connection_alive() -> None:
     # One byte a second of a packet that never completes: the timeout counts from its first byte.
     done = threading.Event()
     data = encode_packet("DSPC", 1, p._utcnow(), b"", [("SWEP", 1, [("PDAT", bytes(64))])])
+    sent = [0]
 
     def trickle(conn: socket.socket) -> None:
         with contextlib.suppress(OSError):
             for byte in data[:-1]:
                 conn.sendall(bytes([byte]))
+                sent[0] += 1
                 if done.wait(1):
                     return
 
     listener, thread = handshake_then(trickle)
     try:
         with ncplib.sync.connect("127.0.0.1", listener.getsockname()[1], timeout=5) as connection:
-            started = time.monotonic()
             with pytest.raises(ncplib.NetworkTimeoutError, match="No complete packet received for 5 seconds"):
                 connection.recv()
-            assert time.monotonic() - started < 20  # not one timeout per byte
+            # The timeout came while bytes were still arriving: each byte did not restart it.
+            assert sent[0] < len(data) - 1
     finally:
         done.set()
         thread.join(10)
