@@ -6,6 +6,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.abspath(".."))
+# The API pages document the pure-Python code, the specification of its compiled twins (the codec,
+# and ncplib.framing.PacketReader, which the compiled codec replaces with its own).
+os.environ.setdefault("NCPLIB_PUREPYTHON", "1")
 
 import ncplib
 

@@ -283,6 +283,7 @@ def framer(data: bytes) -> None:
     # Small buffers reach the large-packet and buffer-growth paths with small inputs.
     framing._OWN_BUFFER_SIZE = 64 if flags & 4 else _DEFAULT_OWN_BUFFER_SIZE
     framing._SHARED_BUFFER_SIZE = 8192 if flags & 4 else _DEFAULT_SHARED_BUFFER_SIZE
+    framing._apply_buffer_sizes()
 
     reader = framing.PacketReader(max_packet_size=max_packet_size, use_numpy=use_numpy)
     received: list[Any] = []

@@ -42,7 +42,7 @@ from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8
 from cpython cimport array as carray
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memchr, memcpy, memset
+from libc.string cimport memchr, memcpy, memmove, memset
 
 from ncplib import _wire as w
 from ncplib.errors import DecodeError, DecodeWarning
@@ -878,3 +878,6 @@ def decode_packet(buf, use_numpy=False):
         return _decode(<const unsigned char*>view.buf, view.len, buf, numpy_mode)
     finally:
         PyBuffer_Release(&view)
+
+
+include "_framing.pxi"

@@ -210,3 +210,8 @@ WARN_PARTIAL_ITEM: Final = (
 )
 WARN_EMBEDDED_FOOTER: Final = "Skipped embedded packet footer at byte {pos}"
 WARN_UNKNOWN_TYPE: Final = "Param {name!r} has unsupported type id 0x{type_id:02x}; kept as bytes"
+# The packet reader's (ncplib.framing) messages about a stream's packet headers, and its refusal of
+# a count of received bytes larger than the memory it offered.
+MSG_HEADER_BELOW_MINIMUM: Final = "Packet header gives {size} bytes, less than a header and footer"
+MSG_HEADER_ABOVE_MAXIMUM: Final = "Packet of {size} bytes exceeds the maximum of {maximum} bytes"
+MSG_READER_OVERRUN: Final = "{nbytes} bytes received is more than the room the buffer offered ({room} bytes)"

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from struct import Struct
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from ncplib import _wire as w
 from ncplib.codec import impl as _codec
@@ -195,6 +195,7 @@ class PacketReader:
 
         :raises ncplib.DecodeError: if the header of the next packet to read is invalid or
             announces a packet larger than ``max_packet_size``, or the reader has failed before.
+        :raises ValueError: if ``nbytes`` is negative or more than the memory offered.
         :returns: Whether :meth:`next_packet` now has something to return (a packet, or the
             error of a bad header behind the packets held).
         """
@@ -202,6 +203,8 @@ class PacketReader:
             raise self._error
         own = self._own
         if own is not None:
+            if not 0 <= nbytes <= len(own) - self._own_filled:
+                raise ValueError(w.MSG_READER_OVERRUN.format(nbytes=nbytes, room=len(own) - self._own_filled))
             self._own_filled += nbytes
             if self._own_filled >= self._own_size:
                 self._ready.append(own)
@@ -210,6 +213,8 @@ class PacketReader:
                 self._own_filled = 0
                 self.complete = True
             return self.complete
+        if not 0 <= nbytes <= len(self._buf) - self._end:
+            raise ValueError(w.MSG_READER_OVERRUN.format(nbytes=nbytes, room=len(self._buf) - self._end))
         if self._pending is None:
             end = self._end + nbytes
             # A read that filled the buffer: the peer sends faster than one buffer per pass, so
@@ -374,8 +379,8 @@ class PacketReader:
             head = bytes(memoryview(self._buf)[pos : min(self._end, pos + w.NOT_NCP_HEAD_SIZE + 1)])
             return w.bad_magic_message(head, "the peer sent")
         if size < w.MIN_PACKET_SIZE:
-            return f"Packet header gives {size} bytes, less than a header and footer"
-        return f"Packet of {size} bytes exceeds the maximum of {self.max_packet_size} bytes"
+            return w.MSG_HEADER_BELOW_MINIMUM.format(size=size)
+        return w.MSG_HEADER_ABOVE_MAXIMUM.format(size=size, maximum=self.max_packet_size)
 
     def _move_to_own(self, size: int) -> None:
         """Moves the partial large packet at the start into a buffer of its own, received into from now on."""
@@ -408,3 +413,21 @@ class PacketReader:
         self._error = DecodeError(message)
         self.complete = True
         raise self._error
+
+
+# The compiled codec has the same reader in C (ncplib/_framing.pxi), which reads, checks and decodes
+# a packet with no Python step between: this class is its specification, used where the codec is
+# pure Python.
+def _apply_buffer_sizes() -> None:
+    """Gives the sizes above to the compiled reader; again after changing them (tests, fuzzing)."""
+    configure = getattr(_codec, "_configure_reader", None)
+    if configure is not None:
+        configure(_OWN_BUFFER_SIZE, _SHARED_BUFFER_SIZE, _MAX_READ_SIZE, _POOL_SIZE, _OWN_BUFFER_START)
+
+
+# The pure-Python reader whichever codec is active: the compiled one is tested against it.
+_PurePacketReader = PacketReader
+
+if not TYPE_CHECKING and hasattr(_codec, "_PacketReader"):
+    _apply_buffer_sizes()
+    PacketReader = _codec._PacketReader

@@ -89,6 +89,7 @@ SDIST_REQUIRED = (
     "ncplib/__init__.py",
     "ncplib/py.typed",
     "ncplib/_codec.pyx",
+    "ncplib/_framing.pxi",
     "ncplib/_codec.pyi",
     "ncplib/_pycodec.py",
     "tests/conftest.py",
