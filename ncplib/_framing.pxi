@@ -48,7 +48,7 @@ cdef class _PacketReader:
 
     def __init__(self, *, max_packet_size=64 * 1024 * 1024, use_numpy=False):
         if max_packet_size < MIN_PACKET_SIZE:
-            raise ValueError(f"max_packet_size must be at least {MIN_PACKET_SIZE}")
+            raise ValueError(w.MSG_MAX_PACKET_SIZE_TOO_SMALL.format(minimum=MIN_PACKET_SIZE))
         if use_numpy:
             _numpy_module()
         self.max_packet_size = max_packet_size

@@ -214,4 +214,5 @@ WARN_UNKNOWN_TYPE: Final = "Param {name!r} has unsupported type id 0x{type_id:02
 # a count of received bytes larger than the memory it offered.
 MSG_HEADER_BELOW_MINIMUM: Final = "Packet header gives {size} bytes, less than a header and footer"
 MSG_HEADER_ABOVE_MAXIMUM: Final = "Packet of {size} bytes exceeds the maximum of {maximum} bytes"
+MSG_MAX_PACKET_SIZE_TOO_SMALL: Final = "max_packet_size must be at least {minimum}"
 MSG_READER_OVERRUN: Final = "{nbytes} bytes received is more than the room the buffer offered ({room} bytes)"

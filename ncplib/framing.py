@@ -100,7 +100,7 @@ class PacketReader:
 
     def __init__(self, *, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE, use_numpy: bool = False) -> None:
         if max_packet_size < w.MIN_PACKET_SIZE:
-            raise ValueError(f"max_packet_size must be at least {w.MIN_PACKET_SIZE}")
+            raise ValueError(w.MSG_MAX_PACKET_SIZE_TOO_SMALL.format(minimum=w.MIN_PACKET_SIZE))
         if use_numpy:
             import numpy  # noqa: F401  (fail now, not on the first array)
         self.max_packet_size = max_packet_size

@@ -17,8 +17,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if not (ROOT / "ncplib" / "_codec.pyx").is_file():
     # These tests read the source tree; an installed package's tests run without it.
     pytest.skip("the source tree is not beside the tests", allow_module_level=True)
+# Each codec with its packet reader (the compiled codec includes its own).
 CODECS = {
-    name: (ROOT / "ncplib" / name).read_text(encoding="utf-8") for name in ("_pycodec.py", "_codec.pyx")
+    name: "".join((ROOT / "ncplib" / file).read_text(encoding="utf-8") for file in files)
+    for name, files in {
+        "_pycodec.py": ("_pycodec.py", "framing.py"),
+        "_codec.pyx": ("_codec.pyx", "_framing.pxi"),
+    }.items()
 }
 TEMPLATES = sorted(name for name in vars(w) if name.startswith(("MSG_", "WARN_")))
 
