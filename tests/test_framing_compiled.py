@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import array
 import struct
+import warnings
 from typing import Any
 
 import pytest
@@ -41,7 +42,13 @@ def _state(reader: Any) -> tuple[Any, ...]:
 
 def _run(reader_class: type, stream: bytes, cuts: list[int], use_numpy: bool, max_size: int) -> list[Any]:
     """Receives ``stream`` in pieces, reading after each; what happened, step by step."""
-    reader = reader_class(max_packet_size=max_size, use_numpy=use_numpy)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trace = _receive(reader_class(max_packet_size=max_size, use_numpy=use_numpy), stream, cuts)
+    return [*trace, [str(warning.message) for warning in caught]]
+
+
+def _receive(reader: Any, stream: bytes, cuts: list[int]) -> list[Any]:
     trace: list[Any] = []
     pos = 0
     for cut in [*cuts, len(stream)]:
@@ -58,12 +65,16 @@ def _run(reader_class: type, stream: bytes, cuts: list[int], use_numpy: bool, ma
                 packet_type, packet_id, timestamp, info, fields = packet
                 values = [(name, fid, [(k, v.tolist() if hasattr(v, "tolist") else v) for k, v in params])
                           for name, fid, params in fields]  # fmt: skip
-                trace.append(("packet", packet_type, packet_id, timestamp, info, values, _state(reader)))
+                # repr: a damaged param may decode as a float NaN, never equal to itself.
+                trace.append(
+                    ("packet", packet_type, packet_id, timestamp, info, repr(values), _state(reader))
+                )
             trace.append(("caught up", _state(reader)))
-        except DecodeError as ex:
-            trace.append(("error", str(ex)))
-            with pytest.raises(DecodeError):
-                reader.next_packet()
+        except (DecodeError, ValueError) as ex:
+            trace.append(("error", type(ex).__name__, str(ex)))
+            if isinstance(ex, DecodeError):
+                with pytest.raises(DecodeError):
+                    reader.next_packet()
             break
         if pos >= len(stream):
             break
@@ -75,15 +86,25 @@ def _run(reader_class: type, stream: bytes, cuts: list[int], use_numpy: bool, ma
     sizes=st.lists(st.sampled_from([0, 40, 300, 5000, 20000, 70000, 200000]), min_size=1, max_size=8),
     cuts=st.lists(st.integers(1, 90000), max_size=12),
     bad=st.one_of(st.none(), st.integers(0, 2)),
+    flips=st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(1, 255)), max_size=3),
+    tail=st.binary(max_size=64),
     use_numpy=st.booleans(),
     small_limit=st.booleans(),
 )
 def test_the_compiled_reader_does_what_the_pure_one_does(
-    sizes: list[int], cuts: list[int], bad: int | None, use_numpy: bool, small_limit: bool
+    sizes: list[int],
+    cuts: list[int],
+    bad: int | None,
+    flips: list[tuple[int, int]],
+    tail: bytes,
+    use_numpy: bool,
+    small_limit: bool,
 ) -> None:
-    stream = b"".join(_wire_packet(n, size) for n, size in enumerate(sizes))
-    if bad is not None:
-        stream += _bad_header(bad)
+    data = bytearray(b"".join(_wire_packet(n, size) for n, size in enumerate(sizes)))
+    # Damage: bytes changed anywhere (headers, sizes, params, footers), then a bad header or noise.
+    for pos, xor in flips:
+        data[pos % len(data)] ^= xor
+    stream = bytes(data) + (_bad_header(bad) if bad is not None else b"") + tail
     max_size = 100_000 if small_limit else framing.DEFAULT_MAX_PACKET_SIZE
     compiled = _run(framing.PacketReader, stream, cuts, use_numpy, max_size)
     pure = _run(framing._PurePacketReader, stream, cuts, use_numpy, max_size)
