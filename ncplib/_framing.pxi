@@ -11,12 +11,18 @@
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from collections import deque as _deque
 
+cdef extern from "Python.h":
+    PyObject* PyMemoryView_GET_BASE(object view)
+
 # Sizes, as ncplib.framing defines them (set by _configure_reader when it imports this).
 cdef Py_ssize_t _own_buffer_size = 64 * 1024
 cdef Py_ssize_t _shared_buffer_size = 16 * 1024
 cdef Py_ssize_t _max_read_size = 256 * 1024
 cdef Py_ssize_t _pool_size = 512
 cdef Py_ssize_t _own_buffer_start = 1024 * 1024
+# Pooled shared buffers, each as a memoryview of the whole bytearray: a reader that starts a read
+# at the beginning of its buffer (nearly every read, in the fleet shape) hands out that view
+# itself, with no new object per read.
 cdef list _reader_pool = []
 cdef bytearray _NO_BUFFER = bytearray()
 cdef object _new_deque = _deque
@@ -37,11 +43,13 @@ cdef class _PacketReader:
     """Splits received bytes into NCP packets and decodes them: ncplib.framing.PacketReader, compiled."""
 
     cdef readonly bytearray _buf
+    cdef object _view  # memoryview of all of _buf, or None
     cdef Py_ssize_t _start, _end, _next_header, _read_size, _own_filled, _own_size, _ready_bytes
     cdef bytearray _own_buf
     cdef object _pending
     cdef object _error
-    cdef readonly object _ready
+    cdef object _ready_queue  # deque of own buffers received whole, made at the first
+    cdef Py_ssize_t _ready_count
     cdef readonly bint complete
     cdef public Py_ssize_t max_packet_size
     cdef public bint use_numpy
@@ -59,10 +67,16 @@ cdef class _PacketReader:
         self._own_buf = None
         self._own_filled = self._own_size = 0
         self._pending = None
-        self._ready = _new_deque()
+        self._ready_queue = None
+        self._ready_count = 0
+        self._view = None
         self._ready_bytes = 0
         self._error = None
         self.complete = False
+
+    @property
+    def _ready(self):
+        return () if self._ready_queue is None else self._ready_queue
 
     @property
     def _own(self):
@@ -102,21 +116,25 @@ cdef class _PacketReader:
             size = self._read_size
             if PyByteArray_GET_SIZE(self._buf) != size:
                 if size > _shared_buffer_size:
-                    self._buf = bytearray(size)
+                    self._set_buffer(bytearray(size))
                 else:
-                    buf = _reader_pool.pop() if _reader_pool else None
-                    if buf is None or PyByteArray_GET_SIZE(buf) != _shared_buffer_size:
-                        buf = bytearray(_shared_buffer_size)
-                    self._buf = buf
+                    view = _reader_pool.pop() if _reader_pool else None
+                    if view is None or len(view) != _shared_buffer_size:
+                        self._set_buffer(bytearray(_shared_buffer_size))
+                    else:
+                        self._buf = <bytearray><object>PyMemoryView_GET_BASE(view)
+                        self._view = view
                     self._read_size = _shared_buffer_size
+            if self._view is not None:
+                return self._view
         elif (PyByteArray_GET_SIZE(self._buf) - self._end < 4096
               or self._end > PyByteArray_GET_SIZE(self._buf) // 2):
             self._compact()
             if PyByteArray_GET_SIZE(self._buf) - self._end < 4096:
                 buf = bytearray(2 * PyByteArray_GET_SIZE(self._buf))
                 memcpy(PyByteArray_AS_STRING(buf), PyByteArray_AS_STRING(self._buf), self._end)
-                self._buf = buf
-        return memoryview(self._buf)[self._end:]
+                self._set_buffer(buf)
+        return self._view[self._end:]
 
     def buffer_updated(self, Py_ssize_t nbytes):
         """Records that ``nbytes`` bytes were written into the memory from get_buffer; True if complete."""
@@ -130,7 +148,10 @@ cdef class _PacketReader:
                 ))
             self._own_filled += nbytes
             if self._own_filled >= self._own_size:
-                self._ready.append(self._own_buf)
+                if self._ready_queue is None:
+                    self._ready_queue = _new_deque()
+                self._ready_queue.append(self._own_buf)
+                self._ready_count += 1
                 self._ready_bytes += PyByteArray_GET_SIZE(self._own_buf)
                 self._own_buf = None
                 self._own_filled = 0
@@ -150,7 +171,7 @@ cdef class _PacketReader:
             self._end = end
             self._check_headers()
         self.complete = (
-            self._next_header > self._start or self._pending is not None or len(self._ready) > 0
+            self._next_header > self._start or self._pending is not None or self._ready_count > 0
         )
         return self.complete
 
@@ -183,11 +204,12 @@ cdef class _PacketReader:
         if self._error is not None:
             raise self._error
         try:
-            if self._ready:
-                own = self._ready.popleft()
+            if self._ready_count:
+                own = self._ready_queue.popleft()
+                self._ready_count -= 1
                 self._ready_bytes -= PyByteArray_GET_SIZE(own)
                 self.complete = (
-                    len(self._ready) > 0 or self._next_header > self._start or self._pending is not None
+                    self._ready_count > 0 or self._next_header > self._start or self._pending is not None
                 )
                 return _decode_own(own, self.use_numpy)
             start = self._start
@@ -215,21 +237,27 @@ cdef class _PacketReader:
         else:
             packet = _decode(p + start, size, None, False)
         if end == self._end and self._pending is None:
-            self._start = self._end = self._next_header = 0
-            self._buf = _NO_BUFFER
             self.complete = False
-            if PyByteArray_GET_SIZE(buf) == _shared_buffer_size and len(_reader_pool) < _pool_size:
-                _reader_pool.append(buf)
+            self._release_shared()
         else:
             self.complete = end < self._next_header or self._pending is not None
         return packet
 
-    cdef void _release_shared(self):
-        cdef bytearray buf = self._buf
+    cdef int _release_shared(self) except -1:
+        view = self._view
         self._start = self._end = self._next_header = 0
         self._buf = _NO_BUFFER
-        if PyByteArray_GET_SIZE(buf) == _shared_buffer_size and len(_reader_pool) < _pool_size:
-            _reader_pool.append(buf)
+        self._view = None
+        if (view is not None and len(view) == _shared_buffer_size
+                and len(_reader_pool) < _pool_size):
+            _reader_pool.append(view)
+        return 0
+
+    cdef int _set_buffer(self, bytearray buf) except -1:
+        # A new shared buffer (the caller copies what it held).
+        self._buf = buf
+        self._view = memoryview(buf)
+        return 0
 
     cdef inline Py_ssize_t _packet_size(self, Py_ssize_t start):
         return <Py_ssize_t>_le32(<const unsigned char*>PyByteArray_AS_STRING(self._buf) + start + 8) * 4
