@@ -50,6 +50,10 @@ __all__ = ["Connection", "Response", "Field"]
 _UTC = timezone.utc
 # recv lets the event loop run at least once every this many fields it returns.
 _YIELD_EVERY = 64
+# A received Field is built with these (see Connection._field) rather than through the class's
+# __init__: a Python call less per field, and no super() object.
+_dict_new = dict.__new__
+_dict_init = dict.__init__
 
 
 class Field(dict[str, Any]):
@@ -104,7 +108,7 @@ class Field(dict[str, Any]):
         id: int,
         params: Iterable[tuple[str, Any]],
     ) -> None:
-        super().__init__(params)
+        _dict_init(self, params)
         self.connection = connection
         self.packet_type = packet_type
         self.packet_id = packet_id
@@ -359,27 +363,64 @@ class Connection(_AsyncFields):
                 raise ConnectionClosed("Connection closed")
             if fields:
                 field = fields.popleft()
-                if (
-                    self._filtered
-                    and (not FILTERED_PARAMS.isdisjoint(field) or field.name in NOTICE_FIELDS)
-                    and self._skip(field)
-                ):
-                    continue
-                return field
-            protocol = self._protocol
-            packet = protocol.next_packet()
-            if packet is None:
-                return None
-            packet_type, packet_id, timestamp, _info, packet_fields = packet
-            debug = self.logger.isEnabledFor(logging.DEBUG)
-            if debug:
-                self.logger.debug("Received packet %s from %s over NCP", packet_type, self.remote_hostname)
-            for name, field_id, params in packet_fields:
+            else:
+                packet = self._protocol.next_packet()
+                if packet is None:
+                    return None
+                packet_type, packet_id, timestamp, _info, packet_fields = packet
+                debug = self.logger.isEnabledFor(logging.DEBUG)
                 if debug:
-                    self.logger.debug(
-                        "Received field %s %s from %s over NCP", packet_type, name, self.remote_hostname
-                    )
-                fields.append(Field(self, packet_type, packet_id, timestamp, name, field_id, params))
+                    self.logger.debug("Received packet %s from %s over NCP", packet_type, self.remote_hostname)
+                if len(packet_fields) != 1:
+                    # Several fields (or none): queued, and handed out in order by the loop.
+                    for name, field_id, params in packet_fields:
+                        if debug:
+                            self._log_field(packet_type, name)
+                        fields.append(self._field(packet_type, packet_id, timestamp, name, field_id, params))
+                    continue
+                # One field, the common case: straight out, not through the queue.
+                ((name, field_id, params),) = packet_fields
+                if debug:
+                    self._log_field(packet_type, name)
+                field = _dict_new(Field)
+                _dict_init(field, params)
+                field.connection = self
+                field.packet_type = packet_type
+                field.packet_id = packet_id
+                field.packet_timestamp = timestamp
+                field.name = name
+                field.id = field_id
+            if (
+                self._filtered
+                and (not FILTERED_PARAMS.isdisjoint(field) or field.name in NOTICE_FIELDS)
+                and self._skip(field)
+            ):
+                continue
+            return field
+
+    def _field(
+        self,
+        packet_type: str,
+        packet_id: int,
+        timestamp: datetime,
+        name: str,
+        field_id: int,
+        params: Iterable[tuple[str, Any]],
+    ) -> Field:
+        # The same as Field(self, ...), without the Python __init__ (_recv_nowait inlines this
+        # for a packet of one field).
+        field: Field = _dict_new(Field)
+        _dict_init(field, params)
+        field.connection = self
+        field.packet_type = packet_type
+        field.packet_id = packet_id
+        field.packet_timestamp = timestamp
+        field.name = name
+        field.id = field_id
+        return field
+
+    def _log_field(self, packet_type: str, name: str) -> None:
+        self.logger.debug("Received field %s %s from %s over NCP", packet_type, name, self.remote_hostname)
 
     def _skip(self, field: Field) -> bool:
         # The client-side filters (see ncplib.protocol.filter_field), for a field that the caller
