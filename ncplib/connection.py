@@ -50,8 +50,8 @@ __all__ = ["Connection", "Response", "Field"]
 _UTC = timezone.utc
 # recv lets the event loop run at least once every this many fields it returns.
 _YIELD_EVERY = 64
-# A received Field is built with these (see Connection._field) rather than through the class's
-# __init__: a Python call less per field, and no super() object.
+# A received Field is made with dict.__new__ and filled by Field.__init__ called as a plain
+# function (see Connection._recv_nowait): calling the class costs more than twice as much.
 _dict_new = dict.__new__
 _dict_init = dict.__init__
 
@@ -135,6 +135,9 @@ class Field(dict[str, Any]):
 
     def __repr__(self) -> str:
         return f"<Field {self.packet_type!r} {self.name!r} {dict.__repr__(self)}>"
+
+
+_field_init = Field.__init__
 
 
 class _AsyncFields:
@@ -376,20 +379,16 @@ class Connection(_AsyncFields):
                     for name, field_id, params in packet_fields:
                         if debug:
                             self._log_field(packet_type, name)
-                        fields.append(self._field(packet_type, packet_id, timestamp, name, field_id, params))
+                        field = _dict_new(Field)
+                        _field_init(field, self, packet_type, packet_id, timestamp, name, field_id, params)
+                        fields.append(field)
                     continue
                 # One field, the common case: straight out, not through the queue.
                 ((name, field_id, params),) = packet_fields
                 if debug:
                     self._log_field(packet_type, name)
                 field = _dict_new(Field)
-                _dict_init(field, params)
-                field.connection = self
-                field.packet_type = packet_type
-                field.packet_id = packet_id
-                field.packet_timestamp = timestamp
-                field.name = name
-                field.id = field_id
+                _field_init(field, self, packet_type, packet_id, timestamp, name, field_id, params)
             if (
                 self._filtered
                 and (not FILTERED_PARAMS.isdisjoint(field) or field.name in NOTICE_FIELDS)
@@ -397,27 +396,6 @@ class Connection(_AsyncFields):
             ):
                 continue
             return field
-
-    def _field(
-        self,
-        packet_type: str,
-        packet_id: int,
-        timestamp: datetime,
-        name: str,
-        field_id: int,
-        params: Iterable[tuple[str, Any]],
-    ) -> Field:
-        # The same as Field(self, ...), without the Python __init__ (_recv_nowait inlines this
-        # for a packet of one field).
-        field: Field = _dict_new(Field)
-        _dict_init(field, params)
-        field.connection = self
-        field.packet_type = packet_type
-        field.packet_id = packet_id
-        field.packet_timestamp = timestamp
-        field.name = name
-        field.id = field_id
-        return field
 
     def _log_field(self, packet_type: str, name: str) -> None:
         self.logger.debug("Received field %s %s from %s over NCP", packet_type, name, self.remote_hostname)
