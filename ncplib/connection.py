@@ -373,7 +373,9 @@ class Connection(_AsyncFields):
                 packet_type, packet_id, timestamp, _info, packet_fields = packet
                 debug = self.logger.isEnabledFor(logging.DEBUG)
                 if debug:
-                    self.logger.debug("Received packet %s from %s over NCP", packet_type, self.remote_hostname)
+                    self.logger.debug(
+                        "Received packet %s from %s over NCP", packet_type, self.remote_hostname
+                    )
                 if len(packet_fields) != 1:
                     # Several fields (or none): queued, and handed out in order by the loop.
                     for name, field_id, params in packet_fields:
@@ -396,6 +398,24 @@ class Connection(_AsyncFields):
             ):
                 continue
             return field
+
+    def _caught_up(self) -> bool:
+        """
+        Whether :meth:`_recv_nowait` would now return :data:`None` with nothing to do: no field
+        queued, no packet complete, no end or error to report, reading not paused.
+
+        For a consumer that polls (see ``NCPProtocol.on_data``): after taking a field, a cheap
+        test instead of a call that finds nothing. The protocol calls ``on_data`` when that
+        changes. :data:`False` means only "call :meth:`_recv_nowait` again".
+        """
+        protocol = self._protocol
+        return not (
+            self._fields
+            or protocol.reader.complete
+            or protocol._read_paused
+            or protocol._lost
+            or protocol._error is not None
+        )
 
     def _log_field(self, packet_type: str, name: str) -> None:
         self.logger.debug("Received field %s %s from %s over NCP", packet_type, name, self.remote_hostname)
