@@ -318,3 +318,54 @@ def test_drain_times_out_only_when_the_write_buffer_stops_moving(loop: str) -> N
                 await protocol.wait_closed(1)
 
     run(main, loop=loop)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_backlog_read_back_to_back_lets_the_event_loop_run_every_64_fields(loop: str) -> None:
+    backlog = 300
+
+    async def handler(connection: ncplib.Connection) -> None:
+        field = await connection.recv_field("DSPC", "GO")
+        for n in range(backlog):
+            field.send(N=n)
+        await connection.recv()
+
+    async def main() -> list[int]:
+        async with serving(handler) as (_, port), await ncplib.connect("127.0.0.1", port) as connection:
+            response = connection.send("DSPC", "GO")
+            assert (await response.recv())["N"] == 0
+            # Let the rest arrive before reading it: a backlog of complete packets.
+            reader = connection._protocol.reader
+            held = -1
+            for _ in range(200):
+                if reader.buffered == held:
+                    break
+                held = reader.buffered
+                await asyncio.sleep(0.05)
+            ticks = 0
+            running = True
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while running:
+                    ticks += 1
+                    await asyncio.sleep(0)
+
+            task = asyncio.create_task(ticker())
+            await asyncio.sleep(0)
+            # How many fields each pass of the event loop returned.
+            streaks: list[int] = []
+            seen = ticks
+            for n in range(1, backlog):
+                assert (await response.recv())["N"] == n
+                if ticks != seen or not streaks:
+                    streaks.append(0)
+                    seen = ticks
+                streaks[-1] += 1
+            running = False
+            await task
+            return streaks
+
+    streaks = run(main, loop=loop)
+    # Fields already received come without suspending, 64 at a time, and then other tasks run.
+    assert max(streaks) == 64, streaks
