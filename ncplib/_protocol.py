@@ -29,7 +29,6 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any, cast
 
 from ncplib.errors import ConnectionClosed, DecodeError, NetworkError, NetworkTimeoutError
@@ -46,6 +45,7 @@ _SMALL_BUFFER = 16 * 1024
 # The least room offered for one read, even at the high-water mark.
 _MIN_READ = 64 * 1024
 _HEAD_END = b"\r\n\r\n"
+_NEVER = float("inf")
 # drain() lets the event loop run at least once every this many calls.
 _DRAIN_YIELD_EVERY = 16
 
@@ -88,13 +88,15 @@ class NCPProtocol(asyncio.BufferedProtocol):
         self.high_water = high_water
         self._loop = loop = asyncio.get_running_loop()
         # The loop's clock and futures, without a Python method call per packet where the loop
-        # is asyncio's own (whose time() is time.monotonic() and create_future() a Future).
+        # is asyncio's own (whose time() is time.monotonic() and create_future() a Future). A
+        # Future made without a loop argument belongs to the running loop, which is this one
+        # whenever a wait starts; passing loop= costs a third more (keyword parsing).
         self._time: Callable[[], float] = loop.time
         self._new_future: Callable[[], asyncio.Future[None]] = loop.create_future
         if type(loop).time is asyncio.BaseEventLoop.time:
             self._time = time.monotonic
         if type(loop).create_future is asyncio.BaseEventLoop.create_future:
-            self._new_future = partial(asyncio.Future, loop=loop)
+            self._new_future = asyncio.Future
         # In head mode, empty until the first read: a connection that stays silent costs no
         # head buffer (see get_buffer).
         self._head: bytearray | None = bytearray() if head_mode else None
@@ -102,9 +104,10 @@ class NCPProtocol(asyncio.BufferedProtocol):
         self._head_done: bytes | None = None
         # Tasks waiting for a packet: (future, start of the wait, timeout in seconds).
         self._waiters: list[tuple[asyncio.Future[None], float, float]] = []
-        # One timer per connection enforces every wait's timeout (see _on_deadline).
+        # One timer per connection enforces every wait's timeout (see _on_deadline); when it
+        # fires (loop time), infinite while none is armed.
         self._deadline: asyncio.TimerHandle | None = None
-        self._deadline_at = 0.0
+        self._deadline_at = _NEVER
         self._drain_waiters: deque[asyncio.Future[None]] = deque()
         # While drain() waits, one timer per connection watches the write buffer (see
         # _on_drain_deadline): when it last shrank, and its size then.
@@ -171,11 +174,11 @@ class NCPProtocol(asyncio.BufferedProtocol):
         return view
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.last_received = self._time()
+        now = self.last_received = self._time()
         if self._error is not None:
             return
         if self._pending_since is None:
-            self._pending_since = self.last_received
+            self._pending_since = now
         if self._head is not None:
             self._head_updated(nbytes)
             return
@@ -185,19 +188,28 @@ class NCPProtocol(asyncio.BufferedProtocol):
         except DecodeError as ex:
             self._fail(ex)
             return
-        if complete and self._waiters:
-            # Someone waits for this packet: no reason to pause.
-            self._wake()
-            return
-        if not self._read_paused and reader.buffered > self.high_water and not self._someone_waits():
+        waiters = self._waiters
+        if complete and waiters:
+            # Someone waits for this packet: no reason to pause. (_wake, inlined: this is once
+            # per packet for a task waiting on each connection.)
+            for waiter, _start, _timeout in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            waiters.clear()
+        elif not self._read_paused and reader.buffered > self.high_water and not self._someone_waits():
             # Nobody is waiting for a packet: stop reading until the application catches up.
             # (Never while someone waits: the packet they wait for may be the one arriving.)
             self._pause_reading()
-        if complete or self._read_paused:
             # Also when reading just paused inside a packet larger than the high-water mark: a
             # consumer without a waiter (on_data) must look, find no packet and so let reading
             # resume, or the packet never arrives.
             self._wake()
+            return
+        elif not complete and not self._read_paused:
+            return
+        on_data = self.on_data
+        if on_data is not None:
+            on_data()
 
     def eof_received(self) -> bool:
         return False
@@ -208,6 +220,7 @@ class NCPProtocol(asyncio.BufferedProtocol):
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+            self._deadline_at = _NEVER
         self._stop_drain_timer()
         if self.on_lost is not None:
             self.on_lost()
@@ -351,7 +364,6 @@ class NCPProtocol(asyncio.BufferedProtocol):
             packet (a peer sending one now and then) do not keep the connection alive. No
             timeout when ``timeout`` is 0.
         """
-        loop = self._loop
         if self._read_paused:
             self._caught_up()
         waiter = self._new_future()
@@ -363,20 +375,23 @@ class NCPProtocol(asyncio.BufferedProtocol):
             start = self._time()
             waiters.append((waiter, start, timeout))
             due = start + timeout
-            deadline = self._deadline
             # A wait is the common case, one per packet: the timer armed for an earlier wait
             # usually fires first, and _on_deadline arms it again for the waits still open.
-            if deadline is None or self._deadline_at > due:
-                if deadline is not None:
-                    deadline.cancel()
-                self._deadline = loop.call_at(due, self._on_deadline)
-                self._deadline_at = due
+            if due < self._deadline_at:
+                self._arm_deadline(due)
         else:
             waiters.append((waiter, 0.0, 0.0))
         return waiter
 
+    def _arm_deadline(self, due: float) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self._loop.call_at(due, self._on_deadline)
+        self._deadline_at = due
+
     def _on_deadline(self) -> None:
         self._deadline = None
+        self._deadline_at = _NEVER
         loop = self._loop
         now = loop.time()
         pending = self._pending_since
@@ -391,8 +406,7 @@ class NCPProtocol(asyncio.BufferedProtocol):
             elif next_due is None or due < next_due:
                 next_due = due
         if next_due is not None and not self._lost:
-            self._deadline = loop.call_at(next_due, self._on_deadline)
-            self._deadline_at = next_due
+            self._arm_deadline(next_due)
 
     def _caught_up(self) -> None:
         """The application has read everything complete: reading paused for it resumes."""

@@ -26,7 +26,7 @@ import asyncio
 import logging
 import warnings
 from collections import deque
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any
@@ -50,6 +50,10 @@ __all__ = ["Connection", "Response", "Field"]
 _UTC = timezone.utc
 # recv lets the event loop run at least once every this many fields it returns.
 _YIELD_EVERY = 64
+# A received Field is made with dict.__new__ and filled by Field.__init__ called as a plain
+# function (see Connection._recv_nowait): calling the class costs more than twice as much.
+_dict_new = dict.__new__
+_dict_init = dict.__init__
 
 
 class Field(dict[str, Any]):
@@ -104,7 +108,7 @@ class Field(dict[str, Any]):
         id: int,
         params: Iterable[tuple[str, Any]],
     ) -> None:
-        super().__init__(params)
+        _dict_init(self, params)
         self.connection = connection
         self.packet_type = packet_type
         self.packet_id = packet_id
@@ -133,13 +137,64 @@ class Field(dict[str, Any]):
         return f"<Field {self.packet_type!r} {self.name!r} {dict.__repr__(self)}>"
 
 
+_field_init = Field.__init__
+
+
 class _AsyncFields:
-    """Async iteration over :meth:`recv` until the connection closes."""
+    """
+    :meth:`recv`, and async iteration over it until the connection closes, for a
+    :class:`Connection` (every field) and a :class:`Response` (the replies to one packet).
+    """
 
     __slots__ = ()
 
+    # The connection received from, and what a field must repeat to be returned (None: any).
+    _connection: Connection
+    _packet_type: str | None
+    _expected_fields: set[tuple[str, int]] | None
+
     async def recv(self) -> Field:
-        raise NotImplementedError
+        """
+        Waits for the next :class:`Field`: for a :class:`Connection`, the next one it received;
+        for a :class:`Response`, the next one received in reply to the sent packet, that is, one
+        that repeats its packet type and one of its (field name, field id) pairs (other fields
+        received meanwhile are dropped).
+
+        :raises ncplib.ConnectionClosed: if the connection is closed (also after
+            :meth:`Connection.close`).
+        :raises ncplib.NetworkError: if the connection was lost.
+        :raises ncplib.NetworkTimeoutError: if no complete packet (a keep-alive counts) arrived
+            within the connection's timeout; a packet trickling in too slowly counts as none.
+        :raises ncplib.DecodeError: if a malformed or oversized packet arrived; the connection is
+            then closed.
+        :raises ncplib.CommandError: on a client connection, for a field holding an ``ERRO`` or
+            ``ERRC`` param (unless ``auto_erro`` was switched off in :func:`ncplib.connect`).
+        :returns: The next :class:`Field` received.
+        """
+        # One loop, and no call of a step function per field: this is once per field for a task
+        # waiting on each connection, and each Python call counts.
+        connection = self._connection
+        packet_type = self._packet_type
+        expected = self._expected_fields
+        recv_nowait = connection._recv_nowait
+        while True:
+            if connection._unyielded >= _YIELD_EVERY:
+                # Fields already received are returned without suspending, but now and then the
+                # event loop runs, so that a reader with a backlog cannot starve other
+                # connections and timers (its own keep-alives included). Before taking a field:
+                # a cancellation here loses nothing.
+                connection._unyielded = 0
+                await asyncio.sleep(0)
+            field = recv_nowait()
+            if field is None:
+                connection._unyielded = 0
+                await connection._protocol.wait_data(connection._link.timeout)
+                continue
+            connection._unyielded += 1
+            if packet_type is None or (
+                field.packet_type == packet_type and (field.name, field.id) in expected  # type: ignore[operator]
+            ):
+                return field
 
     def __aiter__(self) -> _AsyncFields:
         return self
@@ -169,6 +224,9 @@ class Response(_AsyncFields):
 
     __slots__ = ("_connection", "_expected_fields", "_packet_type")
 
+    _packet_type: str
+    _expected_fields: set[tuple[str, int]]
+
     def __init__(
         self, connection: Connection, packet_type: str, expected_fields: set[tuple[str, int]]
     ) -> None:
@@ -176,24 +234,8 @@ class Response(_AsyncFields):
         self._packet_type = packet_type
         self._expected_fields = expected_fields
 
-    async def recv(self) -> Field:
-        """
-        Waits for the next :class:`Field` received in reply to the sent packet.
-
-        :raises ncplib.NCPError: if a field could not be retrieved from the connection.
-        :returns: The next :class:`Field` received.
-        """
-        # Connection.recv's loop, not a call to it: one coroutine less per field.
-        step = self._connection._recv_step
-        packet_type = self._packet_type
-        expected = self._expected_fields
-        while True:
-            field = step()
-            if isinstance(field, Field):
-                if field.packet_type == packet_type and (field.name, field.id) in expected:
-                    return field
-            else:
-                await field
+    # (The same recv for both classes: see _AsyncFields.recv.)
+    recv = _AsyncFields.recv
 
     async def recv_field(self, field_name: str) -> Field:
         """
@@ -267,6 +309,10 @@ class Connection(_AsyncFields):
         self._link.on_established = self._start_keepalive
         self._handshake = handshake
         self._fields: deque[Field] = deque()
+        # What recv (see _AsyncFields) receives from, and matches: everything.
+        self._connection = self
+        self._packet_type = None
+        self._expected_fields = None
         self._auto_erro = auto_erro
         self._auto_warn = auto_warn
         self._auto_ackn = auto_ackn
@@ -304,45 +350,7 @@ class Connection(_AsyncFields):
 
     # Receiving.
 
-    async def recv(self) -> Field:
-        """
-        Waits for the next :class:`Field` received by the connection.
-
-        :raises ncplib.ConnectionClosed: if the connection is closed (also after :meth:`close`).
-        :raises ncplib.NetworkError: if the connection was lost.
-        :raises ncplib.NetworkTimeoutError: if no complete packet (a keep-alive counts) arrived
-            within the connection's timeout; a packet trickling in too slowly counts as none.
-        :raises ncplib.DecodeError: if a malformed or oversized packet arrived; the connection is
-            then closed.
-        :raises ncplib.CommandError: on a client connection, for a field holding an ``ERRO`` or
-            ``ERRC`` param (unless ``auto_erro`` was switched off in :func:`ncplib.connect`).
-        :returns: The next :class:`Field` received.
-        """
-        step = self._recv_step
-        while True:
-            field = step()
-            if isinstance(field, Field):
-                return field
-            await field
-
-    def _recv_step(self) -> Field | Awaitable[None]:
-        """
-        One step of :meth:`recv`: the next field, or what to await before the next step.
-
-        Fields already received are returned without suspending; now and then (every
-        ``_YIELD_EVERY`` fields) the caller is made to let the event loop run, so that a reader
-        with a backlog cannot starve other connections and timers (its own keep-alives
-        included). That comes before taking a field: a cancellation there loses nothing.
-        """
-        if self._unyielded >= _YIELD_EVERY:
-            self._unyielded = 0
-            return asyncio.sleep(0)
-        field = self._recv_nowait()
-        if field is not None:
-            self._unyielded += 1
-            return field
-        self._unyielded = 0
-        return self._protocol.wait_data(self._link.timeout)
+    recv = _AsyncFields.recv
 
     def _recv_nowait(self) -> Field | None:
         """
@@ -359,27 +367,59 @@ class Connection(_AsyncFields):
                 raise ConnectionClosed("Connection closed")
             if fields:
                 field = fields.popleft()
-                if (
-                    self._filtered
-                    and (not FILTERED_PARAMS.isdisjoint(field) or field.name in NOTICE_FIELDS)
-                    and self._skip(field)
-                ):
-                    continue
-                return field
-            protocol = self._protocol
-            packet = protocol.next_packet()
-            if packet is None:
-                return None
-            packet_type, packet_id, timestamp, _info, packet_fields = packet
-            debug = self.logger.isEnabledFor(logging.DEBUG)
-            if debug:
-                self.logger.debug("Received packet %s from %s over NCP", packet_type, self.remote_hostname)
-            for name, field_id, params in packet_fields:
+            else:
+                packet = self._protocol.next_packet()
+                if packet is None:
+                    return None
+                packet_type, packet_id, timestamp, _info, packet_fields = packet
+                debug = self.logger.isEnabledFor(logging.DEBUG)
                 if debug:
                     self.logger.debug(
-                        "Received field %s %s from %s over NCP", packet_type, name, self.remote_hostname
+                        "Received packet %s from %s over NCP", packet_type, self.remote_hostname
                     )
-                fields.append(Field(self, packet_type, packet_id, timestamp, name, field_id, params))
+                if len(packet_fields) != 1:
+                    # Several fields (or none): queued, and handed out in order by the loop.
+                    for name, field_id, params in packet_fields:
+                        if debug:
+                            self._log_field(packet_type, name)
+                        field = _dict_new(Field)
+                        _field_init(field, self, packet_type, packet_id, timestamp, name, field_id, params)
+                        fields.append(field)
+                    continue
+                # One field, the common case: straight out, not through the queue.
+                ((name, field_id, params),) = packet_fields
+                if debug:
+                    self._log_field(packet_type, name)
+                field = _dict_new(Field)
+                _field_init(field, self, packet_type, packet_id, timestamp, name, field_id, params)
+            if (
+                self._filtered
+                and (not FILTERED_PARAMS.isdisjoint(field) or field.name in NOTICE_FIELDS)
+                and self._skip(field)
+            ):
+                continue
+            return field
+
+    def _caught_up(self) -> bool:
+        """
+        Whether :meth:`_recv_nowait` would now return :data:`None` with nothing to do: no field
+        queued, no packet complete, no end or error to report, reading not paused.
+
+        For a consumer that polls (see ``NCPProtocol.on_data``): after taking a field, a cheap
+        test instead of a call that finds nothing. The protocol calls ``on_data`` when that
+        changes. :data:`False` means only "call :meth:`_recv_nowait` again".
+        """
+        protocol = self._protocol
+        return not (
+            self._fields
+            or protocol.reader.complete
+            or protocol._read_paused
+            or protocol._lost
+            or protocol._error is not None
+        )
+
+    def _log_field(self, packet_type: str, name: str) -> None:
+        self.logger.debug("Received field %s %s from %s over NCP", packet_type, name, self.remote_hostname)
 
     def _skip(self, field: Field) -> bool:
         # The client-side filters (see ncplib.protocol.filter_field), for a field that the caller
@@ -390,7 +430,8 @@ class Connection(_AsyncFields):
         if error is not None:
             raise CommandError(field, *error)
         if warning is not None:
-            warnings.warn(CommandWarning(field, *warning), stacklevel=5)
+            # Pointing at the line that awaited recv (through _recv_nowait and recv).
+            warnings.warn(CommandWarning(field, *warning), stacklevel=4)
         return not deliver
 
     async def recv_field(self, packet_type: str, field_name: str) -> Field:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import warnings
 
@@ -26,7 +27,10 @@ def test_ackn_skipped_warn_issued_erro_raised_by_default() -> None:
             response = connection.send("DSPC", "SWEP")
             with pytest.warns(ncplib.CommandWarning) as caught:
                 # The ACKN field is skipped; the WARN field is returned after the warning.
+                line = inspect.stack(0)[0].lineno + 1
                 assert dict(await response.recv()) == {"WARN": "careful", "WARC": 7}
+            # The warning points at the line that awaited recv, not into the library.
+            assert (caught[0].filename, caught[0].lineno) == (__file__, line)
             with pytest.raises(ncplib.CommandError) as raised:
                 await response.recv()
             warning = caught[0].message

@@ -219,6 +219,24 @@ def test_time_spent_paused_does_not_count_against_the_peer(monkeypatch: pytest.M
     run(main)
 
 
+class Ticker:
+    """Counts the passes of the event loop (a task that yields at each) until stopped."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self._running = True
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while self._running:
+            self.ticks += 1
+            await asyncio.sleep(0)
+
+    async def stop(self) -> None:
+        self._running = False
+        await self._task
+
+
 @pytest.mark.parametrize("loop", LOOPS)
 def test_a_send_and_drain_loop_lets_other_tasks_run_while_the_socket_takes_everything(loop: str) -> None:
     sends = 2000
@@ -228,25 +246,15 @@ def test_a_send_and_drain_loop_lets_other_tasks_run_while_the_socket_takes_every
         field = await connection.recv_field("DSPC", "GO")
         # A write buffer that never fills: drain() never has a reason to wait.
         connection.transport.set_write_buffer_limits(high=64 * 1024 * 1024)
-        ticks = 0
-        running = True
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while running:
-                ticks += 1
-                await asyncio.sleep(0)
-
-        task = asyncio.create_task(ticker())
+        ticker = Ticker()
         await asyncio.sleep(0)
-        before = ticks
+        before = ticker.ticks
         for n in range(sends):
             field.send(N=n)
             await connection.drain()
             assert not connection._protocol._write_paused
-        outcome["ticks"] = ticks - before
-        running = False
-        await task
+        outcome["ticks"] = ticker.ticks - before
+        await ticker.stop()
         await connection.recv()
 
     async def main() -> None:
@@ -318,3 +326,44 @@ def test_drain_times_out_only_when_the_write_buffer_stops_moving(loop: str) -> N
                 await protocol.wait_closed(1)
 
     run(main, loop=loop)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_backlog_read_back_to_back_lets_the_event_loop_run_every_64_fields(loop: str) -> None:
+    backlog = 300
+
+    async def handler(connection: ncplib.Connection) -> None:
+        field = await connection.recv_field("DSPC", "GO")
+        for n in range(backlog):
+            field.send(N=n)
+        await connection.recv()
+
+    async def main() -> list[int]:
+        async with serving(handler) as (_, port), await ncplib.connect("127.0.0.1", port) as connection:
+            response = connection.send("DSPC", "GO")
+            assert (await response.recv())["N"] == 0
+            # Let the rest arrive before reading it: a backlog of complete packets.
+            reader = connection._protocol.reader
+            held = -1
+            for _ in range(200):
+                if reader.buffered == held:
+                    break
+                held = reader.buffered
+                await asyncio.sleep(0.05)
+            ticker = Ticker()
+            await asyncio.sleep(0)
+            # How many fields each pass of the event loop returned.
+            streaks: list[int] = []
+            seen = ticker.ticks
+            for n in range(1, backlog):
+                assert (await response.recv())["N"] == n
+                if ticker.ticks != seen or not streaks:
+                    streaks.append(0)
+                    seen = ticker.ticks
+                streaks[-1] += 1
+            await ticker.stop()
+            return streaks
+
+    streaks = run(main, loop=loop)
+    # Fields already received come without suspending, 64 at a time, and then other tasks run.
+    assert max(streaks) == 64, streaks

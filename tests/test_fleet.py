@@ -195,6 +195,9 @@ class FakeConnection:
             raise self.end
         return None
 
+    def _caught_up(self) -> bool:
+        return not self.fields and self.end is None
+
     def is_closing(self) -> bool:
         return False
 
@@ -213,8 +216,9 @@ def test_merger_takes_turns_of_bounded_length() -> None:
         ]:
             node._connection = FakeConnection(fields)  # type: ignore[assignment]
             node._ended = loop.create_future()
-            fleet._on_data(node)
-            fleet._on_data(node)  # a second call in the same pass changes nothing
+            on_data = fleet._on_data_of(node)
+            on_data()
+            on_data()  # a second call in the same pass changes nothing
         got = []
         for _ in range(3 * TURN + 2 + TURN + 1):
             node, field = await fleet.__anext__()
@@ -249,7 +253,7 @@ def test_merger_takes_a_whole_round_per_pass_of_the_event_loop() -> None:
         for node in fleet.nodes:
             node._connection = FakeConnection(["a", "b"])  # type: ignore[assignment]
             node._ended = loop.create_future()
-            fleet._on_data(node)
+            fleet._on_data_of(node)()
         passes = 0
 
         def tick() -> None:

@@ -5,10 +5,12 @@ Connections (our ``NCPProtocol`` + ``Connection`` on a transport that goes nowhe
 pre-encoded packets straight into ``get_buffer``/``buffer_updated``, as the event loop would
 after a read, and one task per connection awaits ``response.recv()``. What the kernel and the
 selector cost is left out, so the figure is steadier than bench/fleet/run.py's on a busy machine
-and shows what changes in the library do. Two shapes:
+and shows what changes in the library do. Three shapes:
 
 - ``fleet``: every connection gets one 4000-bin sweep packet per pass of the event loop (one task
   wake-up per field);
+- ``Fleet``: the same packets, taken by one ``async for node, field in fleet`` loop over an
+  :class:`ncplib.Fleet` whose nodes connect to these in-process connections (one wake-up per pass);
 - ``backlog``: one connection gets 64 small fields (256 u8 bins) per read, read back to back.
 
 A ``wake-up`` line gives the floor of the fleet shape: a task per connection awaiting a bare
@@ -27,8 +29,10 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from ncplib import Fleet
 from ncplib._protocol import NCPProtocol
 from ncplib.connection import Connection, Response
+from ncplib.fleet import _fleet
 from ncplib.packets import encode_packet
 
 FIELDS = 60_000
@@ -41,6 +45,7 @@ class NullTransport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self._closing = False
+        self.protocol: asyncio.BaseProtocol | None = None
 
     def is_closing(self) -> bool:
         return self._closing
@@ -58,6 +63,8 @@ class NullTransport(asyncio.Transport):
         pass
 
     def close(self) -> None:
+        if not self._closing and self.protocol is not None:
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
         self._closing = True
 
     def get_write_buffer_size(self) -> int:
@@ -66,7 +73,9 @@ class NullTransport(asyncio.Transport):
 
 def _connection(use_numpy: bool) -> tuple[NCPProtocol, Connection]:
     protocol = NCPProtocol(max_packet_size=1 << 26, use_numpy=use_numpy)
-    protocol.connection_made(NullTransport())
+    transport = NullTransport()
+    transport.protocol = protocol
+    protocol.connection_made(transport)
     connection = Connection(
         protocol, logger=logging.getLogger("bench"), remote_hostname="node", timeout=60,
         auto_erro=True, auto_warn=True, auto_ackn=True,
@@ -127,6 +136,37 @@ async def fleet(connections: int) -> float:
     return await _per_field(tasks, FIELDS // connections, deliver, received)
 
 
+async def merged(connections: int) -> float:
+    packet = _packet(4000, 5)
+    protocols: list[NCPProtocol] = []
+
+    async def connect(*args: Any, **kwargs: Any) -> Connection:
+        protocol, connection = _connection(False)
+        protocols.append(protocol)
+        return connection
+
+    # The fleet's nodes "connect" to in-process connections: its own code runs unchanged.
+    _fleet.connect = connect  # type: ignore[assignment]
+    fleet = Fleet(["node"] * connections, timeout=60)
+    received = [0]
+
+    async def consume() -> None:
+        async for _node, field in fleet:
+            field["PDAT"]
+            received[0] += 1
+
+    def deliver() -> None:
+        for protocol in protocols:
+            _feed(protocol, packet)
+
+    async with fleet:
+        while not all(node.connected for node in fleet.nodes):  # noqa: ASYNC110 (polls node state)
+            await asyncio.sleep(0)
+        task = asyncio.create_task(consume())
+        result = await _per_field([task], FIELDS // connections, deliver, received)
+    return result
+
+
 async def wake_up(connections: int) -> float:
     loop = asyncio.get_running_loop()
     waiters: list[asyncio.Future[None]] = [loop.create_future() for _ in range(connections)]
@@ -173,6 +213,7 @@ def main() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     cases = {
         f"fleet, {args.connections} connections": lambda: fleet(args.connections),
+        f"Fleet, {args.connections} nodes": lambda: merged(args.connections),
         f"wake-up floor, {args.connections} connections": lambda: wake_up(args.connections),
         "backlog, array mode": lambda: backlog(False),
     }

@@ -5,7 +5,10 @@ For each configuration (packet shape x connections x event loop) a fresh load ge
 (``loadgen.py``) plays the nodes, and each collector connects to it in turn, measures a window
 and exits. Collectors are scripts named ``collect_<name>.py`` beside this one (see
 ``collector.py`` for what one must do), picked with ``--collectors``: a name alone runs with our
-interpreter, ``name:ref`` with the reference 6.1.0's. ``floor`` is the bare-socket floor; every
+interpreter, ``name:ref`` with the reference 6.1.0's, ``name:LABEL`` with our interpreter but the
+ncplib source tree given as ``--tree LABEL=PATH`` (another version of ours: before and after a
+change in one run; build its compiled codec there, or it runs the pure-Python one).
+``floor`` is the bare-socket floor; every
 other collector is also reported as CPU per field *above* the floor, the floor measured in the
 same round. Rounds are repeated (``--repeat``) with the collectors' order rotated, and medians
 reported.
@@ -15,6 +18,7 @@ Usage (from the repository root, with the project's interpreter)::
     .venv/bin/python bench/fleet/run.py            # the full matrix, about 10 minutes
     .venv/bin/python bench/fleet/run.py --quick    # 100 connections, sweeps, default loop
     .venv/bin/python bench/fleet/run.py --collectors floor,recv,recv:ref,fleet --connections 500
+    .venv/bin/python bench/fleet/run.py --collectors floor,recv:before,recv --tree before=/tmp/before
 
 Prints a table per configuration and writes every measurement to ``--json``.
 """
@@ -46,14 +50,14 @@ class Collector:
     """A collector script and the library it runs with."""
 
     name: str
-    library: str  # "ours" or "ref"
+    library: str  # "ours", "ref" or the label of a --tree
 
     @classmethod
-    def parse(cls, spec: str) -> Collector:
+    def parse(cls, spec: str, trees: dict[str, str]) -> Collector:
         name, _, library = spec.partition(":")
         library = library or "ours"
-        if library not in ("ours", "ref"):
-            raise SystemExit(f"unknown library {library!r} in {spec!r} (ours or ref)")
+        if library not in ("ours", "ref", *trees):
+            raise SystemExit(f"unknown library {library!r} in {spec!r} (ours, ref or a --tree label)")
         if not (HERE / f"collect_{name}.py").exists():
             raise SystemExit(f"no collector script collect_{name}.py for {spec!r}")
         return cls(name, library)
@@ -115,6 +119,9 @@ class Runner:
         env = self.env
         if collector.library == "ref":
             env = {key: value for key, value in env.items() if not key.startswith("NCPLIB_")}
+        elif collector.library != "ours":
+            # Found before the editable install of ours (a finder appended to sys.meta_path).
+            env = {**env, "PYTHONPATH": self.args.trees[collector.library]}
         command = [
             python, str(HERE / f"collect_{collector.name}.py"), "--port", str(port),
             "--connections", str(connections), "--shape", shape, "--duration", str(self.args.duration),
@@ -210,11 +217,24 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=3.0, help="measuring window per collector, s")
     parser.add_argument("--rate", type=float, default=None, help="packets/s per connection (0: flat out)")
     parser.add_argument("--json", default=str(REPO / ".benchmarks" / "fleet.json"))
+    parser.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        metavar="LABEL=PATH",
+        help="an ncplib source tree (its root) for the name:LABEL collectors; repeatable",
+    )
     args = parser.parse_args()
+    args.trees = {}
+    for tree in args.tree:
+        label, _, path = tree.partition("=")
+        if not label or label in ("ours", "ref") or not (Path(path) / "ncplib" / "__init__.py").exists():
+            raise SystemExit(f"--tree {tree!r}: give LABEL=PATH, PATH the root of an ncplib source tree")
+        args.trees[label] = str(Path(path).resolve())
     if args.quick:
         args.connections, args.shapes, args.loops, args.repeat = "100", "sweep", "asyncio", 1
         args.duration = min(args.duration, 2.0)
-    collectors = [Collector.parse(spec) for spec in args.collectors.split(",")]
+    collectors = [Collector.parse(spec, args.trees) for spec in args.collectors.split(",")]
     if "floor" not in [c.label for c in collectors]:
         collectors.insert(0, Collector("floor", "ours"))
     for shape in args.shapes.split(","):
