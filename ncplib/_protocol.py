@@ -46,6 +46,9 @@ _SMALL_BUFFER = 16 * 1024
 _MIN_READ = 64 * 1024
 _HEAD_END = b"\r\n\r\n"
 _NEVER = float("inf")
+# A task's wait for a packet: its future, when it began (loop time) and its timeout (seconds).
+_Wait = tuple["asyncio.Future[None]", float, float]
+_NO_WAITERS: tuple[()] = ()
 # drain() lets the event loop run at least once every this many calls.
 _DRAIN_YIELD_EVERY = 16
 
@@ -83,10 +86,17 @@ class NCPProtocol(asyncio.BufferedProtocol):
         head_mode: bool = False,
         high_water: int = DEFAULT_HIGH_WATER,
     ) -> None:
+        loop = asyncio.get_running_loop()
+        # The attributes read for every packet come first: an instance keeps its attributes in
+        # the order they were first set, so these share a cache line or two. With many
+        # connections, each packet finds its connection's objects out of the CPU's caches, and
+        # every line touched counts.
         self.reader = PacketReader(max_packet_size=max_packet_size, use_numpy=use_numpy)
-        self.transport = None
+        self._error: BaseException | None = None
+        # In head mode, empty until the first read: a connection that stays silent costs no
+        # head buffer (see get_buffer).
+        self._head: bytearray | None = bytearray() if head_mode else None
         self.high_water = high_water
-        self._loop = loop = asyncio.get_running_loop()
         # The loop's clock and futures, without a Python method call per packet where the loop
         # is asyncio's own (whose time() is time.monotonic() and create_future() a Future). A
         # Future made without a loop argument belongs to the running loop, which is this one
@@ -97,17 +107,30 @@ class NCPProtocol(asyncio.BufferedProtocol):
             self._time = time.monotonic
         if type(loop).create_future is asyncio.BaseEventLoop.create_future:
             self._new_future = asyncio.Future
-        # In head mode, empty until the first read: a connection that stays silent costs no
-        # head buffer (see get_buffer).
-        self._head: bytearray | None = bytearray() if head_mode else None
-        self._head_len = 0
-        self._head_done: bytes | None = None
-        # Tasks waiting for a packet: (future, start of the wait, timeout in seconds).
-        self._waiters: list[tuple[asyncio.Future[None], float, float]] = []
+        self.last_received = self._time()
+        # When bytes first arrived since the last packet was taken; None when none have. A wait
+        # times out a timeout after this time when it is set (else after the wait's start), so
+        # a peer that trickles bytes of a packet that never completes cannot hold the
+        # connection forever (see wait_data).
+        self._pending_since: float | None = None
+        # Tasks waiting for a packet: (future, start of the wait, timeout in seconds). The
+        # shared empty tuple while none waits, so that a read with no waiter (every read of a
+        # Fleet) does not touch a list of this connection's.
+        self._waiters: list[_Wait] | tuple[()] = _NO_WAITERS
+        self._read_paused = False
+        #: Called (synchronously, from the event loop's callbacks) whenever a complete packet may
+        #: have become available, and when the connection ends or fails; for a consumer that
+        #: polls many connections instead of waiting on each. It must be cheap and not raise.
+        self.on_data: Callable[[], None] | None = None
+        self._lost = False
+        self.transport = None
         # One timer per connection enforces every wait's timeout (see _on_deadline); when it
         # fires (loop time), infinite while none is armed.
-        self._deadline: asyncio.TimerHandle | None = None
         self._deadline_at = _NEVER
+        self._deadline: asyncio.TimerHandle | None = None
+        self._loop = loop
+        self._head_len = 0
+        self._head_done: bytes | None = None
         self._drain_waiters: deque[asyncio.Future[None]] = deque()
         # While drain() waits, one timer per connection watches the write buffer (see
         # _on_drain_deadline): when it last shrank, and its size then.
@@ -115,31 +138,18 @@ class NCPProtocol(asyncio.BufferedProtocol):
         self._drain_timeout = 0.0
         self._drain_moved_at = 0.0
         self._drain_size = 0
-        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._closed: asyncio.Future[None] = loop.create_future()
         self._made = False
-        self._lost = False
         self._lost_exc: BaseException | None = None
-        self._error: BaseException | None = None
-        self._read_paused = False
         self._write_paused = False
         # drain() calls since it last let the event loop run.
         self._drains_unyielded = 0
-        self.last_received = self._loop.time()
-        # When bytes first arrived since the last packet was taken; None when none have. A wait
-        # times out a timeout after this time when it is set (else after the wait's start), so
-        # a peer that trickles bytes of a packet that never completes cannot hold the
-        # connection forever (see wait_data).
-        self._pending_since: float | None = None
         self._pending: list[Any] | None = None
         self._write_buffers: Callable[[Sequence[Any]], None] = self._writelines_joined
         #: Called once the transport is gone (the connection stops its timers and logs).
         self.on_lost: Callable[[], None] | None = None
         #: Called once the connection is made (the server starts the connection's task).
         self.on_made: Callable[[], None] | None = None
-        #: Called (synchronously, from the event loop's callbacks) whenever a complete packet may
-        #: have become available, and when the connection ends or fails; for a consumer that
-        #: polls many connections instead of waiting on each. It must be cheap and not raise.
-        self.on_data: Callable[[], None] | None = None
 
     # asyncio callbacks.
 
@@ -195,7 +205,7 @@ class NCPProtocol(asyncio.BufferedProtocol):
             for waiter, _start, _timeout in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
-            waiters.clear()
+            self._waiters = _NO_WAITERS
         elif not self._read_paused and reader.buffered > self.high_water and not self._someone_waits():
             # Nobody is waiting for a packet: stop reading until the application catches up.
             # (Never while someone waits: the packet they wait for may be the one arriving.)
@@ -367,20 +377,23 @@ class NCPProtocol(asyncio.BufferedProtocol):
         if self._read_paused:
             self._caught_up()
         waiter = self._new_future()
-        waiters = self._waiters
-        if waiters:
-            # Waits withdrawn since the last wake-up.
-            waiters[:] = [entry for entry in waiters if not entry[0].done()]
         if timeout > 0:
             start = self._time()
-            waiters.append((waiter, start, timeout))
+            entry = (waiter, start, timeout)
             due = start + timeout
             # A wait is the common case, one per packet: the timer armed for an earlier wait
             # usually fires first, and _on_deadline arms it again for the waits still open.
             if due < self._deadline_at:
                 self._arm_deadline(due)
         else:
-            waiters.append((waiter, 0.0, 0.0))
+            entry = (waiter, 0.0, 0.0)
+        waiters = self._waiters
+        if waiters:
+            # Less the waits withdrawn since the last wake-up.
+            self._waiters = [wait for wait in waiters if not wait[0].done()]
+            self._waiters.append(entry)
+        else:
+            self._waiters = [entry]
         return waiter
 
     def _arm_deadline(self, due: float) -> None:
@@ -421,7 +434,7 @@ class NCPProtocol(asyncio.BufferedProtocol):
             for waiter, _start, _timeout in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
-            waiters.clear()
+            self._waiters = _NO_WAITERS
         on_data = self.on_data
         if on_data is not None:
             on_data()

@@ -301,14 +301,21 @@ class Connection(_AsyncFields):
         link: Link | None = None,
         handshake: ClientHandshake | None = None,
     ) -> None:
-        self.logger = logger
-        self.remote_hostname = remote_hostname
+        # The attributes read for every field first (see NCPProtocol.__init__).
+        self._closing = False
+        # The fields of a packet of several not yet returned; None when there are none (most
+        # packets hold one field, returned without this queue).
+        self._backlog: deque[Field] | None = None
         self._protocol = protocol
+        self.logger = logger
+        self._filtered = auto_erro or auto_warn or auto_ackn
+        # Fields returned since recv last let the event loop run (see recv).
+        self._unyielded = 0
         self._loop = asyncio.get_running_loop()
         self._link = Link(timeout, self._loop.time()) if link is None else link
         self._link.on_established = self._start_keepalive
+        self.remote_hostname = remote_hostname
         self._handshake = handshake
-        self._fields: deque[Field] = deque()
         # What recv (see _AsyncFields) receives from, and matches: everything.
         self._connection = self
         self._packet_type = None
@@ -316,12 +323,8 @@ class Connection(_AsyncFields):
         self._auto_erro = auto_erro
         self._auto_warn = auto_warn
         self._auto_ackn = auto_ackn
-        self._filtered = auto_erro or auto_warn or auto_ackn
-        self._closing = False
         self._keepalive_handle: asyncio.TimerHandle | None = None
         self._disconnect_logged = False
-        # Fields returned since recv last let the event loop run (see recv).
-        self._unyielded = 0
         protocol.on_lost = self._on_lost
 
     @property
@@ -361,12 +364,14 @@ class Connection(_AsyncFields):
         timer. Returning :data:`None` means the caller has caught up: reading paused for flow
         control resumes.
         """
-        fields = self._fields
         while True:
             if self._closing:
                 raise ConnectionClosed("Connection closed")
-            if fields:
-                field = fields.popleft()
+            backlog = self._backlog
+            if backlog is not None:
+                field = backlog.popleft()
+                if not backlog:
+                    self._backlog = None
             else:
                 packet = self._protocol.next_packet()
                 if packet is None:
@@ -379,12 +384,15 @@ class Connection(_AsyncFields):
                     )
                 if len(packet_fields) != 1:
                     # Several fields (or none): queued, and handed out in order by the loop.
+                    backlog = deque()
                     for name, field_id, params in packet_fields:
                         if debug:
                             self._log_field(packet_type, name)
                         field = _dict_new(Field)
                         _field_init(field, self, packet_type, packet_id, timestamp, name, field_id, params)
-                        fields.append(field)
+                        backlog.append(field)
+                    if backlog:
+                        self._backlog = backlog
                     continue
                 # One field, the common case: straight out, not through the queue.
                 ((name, field_id, params),) = packet_fields
@@ -411,7 +419,7 @@ class Connection(_AsyncFields):
         """
         protocol = self._protocol
         return not (
-            self._fields
+            self._backlog is not None
             or protocol.reader.complete
             or protocol._read_paused
             or protocol._lost
