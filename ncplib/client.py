@@ -16,8 +16,11 @@ when its ``async with`` block exits::
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 import ssl as _ssl
+from collections.abc import Callable
 
 from ncplib._handshake import client_handshake
 from ncplib._protocol import NCPProtocol
@@ -106,7 +109,8 @@ async def connect(
     protocol_factory()
     try:
         _, protocol = await asyncio.wait_for(
-            loop.create_connection(
+            _create_connection(
+                loop,
                 protocol_factory,
                 host,
                 port,
@@ -142,3 +146,60 @@ async def connect(
         await connection.wait_closed()
         raise
     return connection
+
+
+async def _create_connection(
+    loop: asyncio.AbstractEventLoop,
+    protocol_factory: Callable[[], NCPProtocol],
+    host: str,
+    port: int,
+    *,
+    ssl: _ssl.SSLContext | None,
+    ssl_handshake_timeout: float | None,
+) -> tuple[asyncio.BaseTransport, NCPProtocol]:
+    """
+    ``loop.create_connection()``, resolving the host name first where the loop is not asyncio's own.
+
+    uvloop's ``create_connection`` leaves the future of its name lookup behind when it is
+    cancelled (a timeout, a closing fleet) during the lookup: if the name then fails to resolve,
+    asyncio logs "Future exception was never retrieved" (MagicStack/uvloop#437). A cancelled
+    ``loop.getaddrinfo()`` leaves nothing, so there the name is looked up with it, and the
+    addresses found are tried in turn, as ``create_connection`` does. asyncio's own loops, and
+    IP addresses, go straight to ``create_connection``.
+
+    :raises OSError: as ``create_connection``: :exc:`socket.gaierror` if the name does not
+        resolve, the error of the only address tried, or an :exc:`OSError` naming the error of
+        each address tried.
+    """
+    if isinstance(loop, asyncio.BaseEventLoop) or _is_ip_address(host):
+        return await loop.create_connection(
+            protocol_factory, host, port, ssl=ssl, ssl_handshake_timeout=ssl_handshake_timeout
+        )
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"getaddrinfo() returned no address for {host!r}")
+    errors: list[OSError] = []
+    for _family, _type, _proto, _name, address in infos:
+        try:
+            return await loop.create_connection(
+                protocol_factory,
+                str(address[0]),
+                port,
+                ssl=ssl,
+                # The certificate is checked against the name asked for, not the address.
+                server_hostname=host if ssl is not None else None,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+            )
+        except OSError as ex:
+            errors.append(ex)
+    if len(errors) == 1:
+        raise errors[0]
+    raise OSError(f"Multiple exceptions: {', '.join(str(ex) for ex in errors)}")
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True

@@ -179,6 +179,29 @@ def test_connect_failure_leaves_nothing_behind() -> None:
     run(main)
 
 
+@pytest.mark.parametrize("loop", LOOPS)
+def test_connect_cancelled_while_resolving_leaves_no_noise(loop: str) -> None:
+    # Cancelled (or timed out) while the name is being resolved, and the name then fails to
+    # resolve: nothing may be left to log "Future exception was never retrieved" (uvloop's own
+    # create_connection leaves its resolution future so).
+    async def main() -> None:
+        running = asyncio.get_running_loop()
+        for passes in range(1, 6):
+            for _ in range(4):
+                task = asyncio.create_task(ncplib.connect("node.invalid", 9999, timeout=5))
+                for _ in range(passes):
+                    await asyncio.sleep(0)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ncplib.NetworkError):
+                    await task
+        # Lookups queued after those end after them: by then every cancelled one has failed.
+        for _ in range(8):
+            with pytest.raises(socket.gaierror):
+                await running.getaddrinfo("node.invalid", 9999)
+
+    run(main, loop=loop)
+
+
 def test_connect_cancelled_mid_handshake_leaves_nothing_behind() -> None:
     async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # Never sends HELO.

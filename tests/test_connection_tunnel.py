@@ -244,6 +244,22 @@ def test_tls(loop: str, certificate: tuple[Path, Path]) -> None:
     run(main, loop=loop)
 
 
+@pytest.mark.parametrize("loop", LOOPS)
+def test_tls_by_host_name(loop: str, certificate: tuple[Path, Path]) -> None:
+    # By name, the certificate is checked against the name (also where the client looks the
+    # name up itself and connects to the address found).
+    server_context, client_context = _contexts(certificate)
+
+    async def main() -> None:
+        async with serving(echo, ssl=server_context) as (_, port):
+            connection = await ncplib.connect("localhost", port, ssl=client_context)
+            async with connection:
+                assert connection.transport.get_extra_info("ssl_object").server_hostname == "localhost"
+                assert (await connection.send("DSPC", "SWEP", X=3).recv())["X"] == 3
+
+    run(main, loop=loop)
+
+
 def test_tls_with_authentication(certificate: tuple[Path, Path]) -> None:
     server_context, client_context = _contexts(certificate)
 
