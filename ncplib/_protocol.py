@@ -387,13 +387,10 @@ class NCPProtocol(asyncio.BufferedProtocol):
                 self._arm_deadline(due)
         else:
             entry = (waiter, 0.0, 0.0)
-        waiters = self._waiters
-        if waiters:
-            # Less the waits withdrawn since the last wake-up.
-            self._waiters = [wait for wait in waiters if not wait[0].done()]
-            self._waiters.append(entry)
-        else:
-            self._waiters = [entry]
+        # With the waits still open (those withdrawn since the last wake-up left out).
+        waiting = [wait for wait in self._waiters if not wait[0].done()] if self._waiters else []
+        waiting.append(entry)
+        self._waiters = waiting
         return waiter
 
     def _arm_deadline(self, due: float) -> None:
