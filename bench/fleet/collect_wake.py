@@ -2,11 +2,13 @@
 Collector: the floor of one task per connection, what waking a task per packet costs.
 
 The same connections and handshake as ``collect_floor.py``, and the same byte counting, but
-each connection also has a task that awaits a bare future, set by the protocol at every read:
-the task then counts the fields. No decoding, no library code. Above the floor, this is what
-any library that hands each connection's packets to a task of its own pays per read (the
-wake-up, and the extra pass of the event loop in which the woken task runs); ``recv`` above
-this is the library's own cost. See :mod:`collector` for the arguments.
+each connection also has a task that loops over ``await stream.recv()``, in the shape of the
+drop-in API: a coroutine per call, which awaits a bare future that the protocol sets at every
+read and returns what arrived. No decoding, no library code. Above the floor, this is what any
+library that hands each connection's packets to a task of its own through a ``recv()``
+coroutine pays per read (the coroutine, the wake-up, and the extra pass of the event loop in
+which the woken task runs); ``recv`` above this is the library's own cost. See
+:mod:`collector` for the arguments.
 """
 
 from __future__ import annotations
@@ -32,12 +34,28 @@ class WakeProtocol(FloorProtocol):
             waiter.set_result(None)
 
 
+class Stream:
+    """A connection's received byte count, through ``await recv()`` as a library's API would."""
+
+    def __init__(self, protocol: WakeProtocol) -> None:
+        self.protocol = protocol
+        self.loop = asyncio.get_running_loop()
+        self.seen = 0
+
+    async def recv(self) -> int:
+        """Waits for more bytes; returns the count received so far."""
+        protocol = self.protocol
+        while protocol.received == self.seen:
+            protocol.waiter = self.loop.create_future()
+            await protocol.waiter
+        self.seen = protocol.received
+        return self.seen
+
+
 async def _consume(protocol: WakeProtocol, index: int, counts: list[int], wire_size: int) -> None:
-    loop = asyncio.get_running_loop()
+    stream = Stream(protocol)
     while True:
-        protocol.waiter = loop.create_future()
-        await protocol.waiter
-        counts[index] = protocol.received // wire_size
+        counts[index] = await stream.recv() // wire_size
 
 
 async def start(args: argparse.Namespace, counts: list[int]) -> list[Any]:
