@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import socket
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -223,6 +224,9 @@ def test_a_flooding_server_is_held_back_while_the_client_does_not_read() -> None
 
     async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal sent
+        # Small fixed socket buffers on both ends: the kernel's autotuning could otherwise take
+        # tens of MiB over loopback, and the whole flood would fit in them.
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
         await raw_handshake(reader, writer)
         while sent < count:
             writer.write(packet_bytes("DSPL", [("FLOD", 1, {**checked_fields(sent), "PAD": pad})]))
@@ -232,6 +236,9 @@ def test_a_flooding_server_is_held_back_while_the_client_does_not_read() -> None
 
     async def main() -> None:
         async with raw_server(peer) as port, await connect(port) as connection:
+            connection.transport.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024
+            )
             protocol = connection._protocol
             for _ in range(20):
                 await asyncio.sleep(0.05)
