@@ -178,6 +178,11 @@ def test_shard_splits_evenly_in_order() -> None:
         shard(["a"], 0)
 
 
+def test_run_sharded_refuses_no_processes_by_its_own_name() -> None:
+    with pytest.raises(ValueError, match="processes must be >= 1"):
+        run_sharded(count_fields, ["127.0.0.1:1"], 0)
+
+
 # The merger, with stand-in connections: which node's field comes next.
 
 

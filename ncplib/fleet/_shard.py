@@ -69,6 +69,8 @@ def run_sharded(
     :raises Exception: whatever a worker raised (the first one, in shard order).
     :returns: Each worker's result, in shard order.
     """
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, not {processes!r}")
     shards = shard(addresses, processes)
     context = multiprocessing.get_context(start_method)
     with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
