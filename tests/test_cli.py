@@ -17,6 +17,9 @@ from ncplib import cli
 from ncplib.framing import PacketReader
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+# How long a command process may take to exit once told to (Ctrl-C, SIGTERM, end of input): a
+# guard against a hang, generous because a loaded machine can be slow to start and stop Python.
+EXIT_WAIT = 60
 # Ctrl-C cannot be sent to a child process's console like this on Windows.
 posix_signals = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -56,7 +59,7 @@ def start_node_process(*args: str) -> tuple[subprocess.Popen[str], int]:
     line = process.stdout.readline()
     if "listening on" not in line:
         process.kill()
-        pytest.fail(f"node did not start: {line!r} {process.communicate(timeout=10)}")
+        pytest.fail(f"node did not start: {line!r} {process.communicate(timeout=EXIT_WAIT)}")
     return process, int(line.split(" (")[0].rsplit(":", 1)[1])
 
 
@@ -68,7 +71,7 @@ def node() -> Iterator[str]:
     finally:
         interrupt(process)
         try:
-            _, stderr = process.communicate(timeout=10)
+            _, stderr = process.communicate(timeout=EXIT_WAIT)
         except subprocess.TimeoutExpired:
             process.kill()
             raise
@@ -325,7 +328,7 @@ def test_node_port_in_use_exits_3() -> None:
 def test_node_stops_cleanly_on_sigterm() -> None:
     process, _ = start_node_process()
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=10)
+    _, stderr = process.communicate(timeout=EXIT_WAIT)
     assert process.returncode == 0
     assert "Traceback" not in stderr
 
@@ -344,7 +347,7 @@ def test_stream_ctrl_c_exits_130_with_a_summary(node: str) -> None:
         first = process.stdout.readline()
         assert first.startswith("#1 DSPL SWEP")
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=10)
+        _, stderr = process.communicate(timeout=EXIT_WAIT)
     finally:
         if process.poll() is None:
             process.kill()
@@ -368,7 +371,7 @@ def test_stream_stops_quietly_when_its_reader_goes_away(node: str) -> None:
         assert process.stdout.readline().startswith("#1 ")
         process.stdout.close()  # As "| head -1" does.
         stderr = process.stderr.read()
-        process.wait(timeout=10)
+        process.wait(timeout=EXIT_WAIT)
     finally:
         if process.poll() is None:
             process.kill()

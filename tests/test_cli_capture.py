@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from capture_util import small_disk
-from test_cli import ENV, assert_one_line_error, interrupt, ncplib_command, start_node_process
+from test_cli import ENV, EXIT_WAIT, assert_one_line_error, interrupt, ncplib_command, start_node_process
 
 from ncplib import cli, units
 from ncplib.capture import CaptureReader, read_fields
@@ -37,7 +37,7 @@ def captures(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pat
         yield paths
     finally:
         interrupt(process)
-        process.communicate(timeout=10)
+        process.communicate(timeout=EXIT_WAIT)
 
 
 def test_read_prints_every_field_with_its_offset(captures: dict[str, Path]) -> None:
@@ -193,7 +193,7 @@ def test_replay_serves_the_recorded_fields(captures: dict[str, Path]) -> None:
         assert_one_line_error(result, cli.EXIT_COMMAND_ERROR, "Unknown command")
     finally:
         interrupt(process)
-        _, stderr = process.communicate(timeout=10)
+        _, stderr = process.communicate(timeout=EXIT_WAIT)
     assert "Traceback" not in stderr
 
 
@@ -208,7 +208,7 @@ def test_replay_loops(captures: dict[str, Path]) -> None:
         assert replayed == recorded + recorded + recorded[:2]
     finally:
         interrupt(process)
-        process.communicate(timeout=10)
+        process.communicate(timeout=EXIT_WAIT)
 
 
 def test_replay_of_a_missing_file_exits_2(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 from capture_util import small_disk
 from test_cli import (
     ENV,
+    EXIT_WAIT,
     assert_one_line_error,
     closed_port,
     interrupt,
@@ -38,7 +39,7 @@ def nodes() -> Iterator[list[str]]:
         for process, _ in started:
             interrupt(process)
         for process, _ in started:
-            process.communicate(timeout=10)
+            process.communicate(timeout=EXIT_WAIT)
 
 
 def record(*args: str, timeout: float = 60, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -109,7 +110,7 @@ def test_record_sigmf_directly_and_finish_on_ctrl_c(nodes: list[str], tmp_path: 
         else:
             pytest.fail("nothing recorded")
         interrupt(process)
-        _, stderr = process.communicate(timeout=20)
+        _, stderr = process.communicate(timeout=EXIT_WAIT)
     finally:
         if process.poll() is None:
             process.kill()
@@ -171,7 +172,7 @@ def test_a_full_disk_stops_with_one_error_and_leaves_valid_files(
             assert total >= (50 if fmt == "ncp" else 10)
     finally:
         interrupt(node)
-        node.communicate(timeout=10)
+        node.communicate(timeout=EXIT_WAIT)
 
 
 def test_an_unwritable_directory_exits_2(tmp_path: Path) -> None:
@@ -265,12 +266,12 @@ def test_a_node_that_restarts_is_recorded_again(tmp_path: Path) -> None:
     try:
         wait_for_growth(tmp_path, 0)
         node.kill()  # No goodbye: the connection just ends.
-        node.communicate(timeout=10)
+        node.communicate(timeout=EXIT_WAIT)
         before = total_size(tmp_path)
         node, _ = start_node_process("--port", str(port), "--rate", "40")
         wait_for_growth(tmp_path, before + 20_000)
         interrupt(recorder)
-        _, stderr = recorder.communicate(timeout=20)
+        _, stderr = recorder.communicate(timeout=EXIT_WAIT)
     finally:
         for process in (recorder, node):
             if process.poll() is None:
