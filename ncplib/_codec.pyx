@@ -881,3 +881,4 @@ def decode_packet(buf, use_numpy=False):
 
 
 include "_framing.pxi"
+include "_receive.pxi"

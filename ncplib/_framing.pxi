@@ -96,6 +96,9 @@ cdef class _PacketReader:
     @property
     def buffered(self):
         """How many received bytes are held, in complete packets not yet read or in part of one."""
+        return self._buffered()
+
+    cdef inline Py_ssize_t _buffered(self):
         cdef Py_ssize_t held = self._end - self._start + self._ready_bytes
         if self._own_buf is not None:
             held += self._own_filled

@@ -30,11 +30,12 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
+from ncplib._receive import NO_WAITERS, ReceiveCore, Wait
+from ncplib.codec import impl as _codec
 from ncplib.errors import ConnectionClosed, DecodeError, NetworkError, NetworkTimeoutError
 from ncplib.framing import PacketReader
-from ncplib.packets import Packet
 from ncplib.tunnel import MAX_HEAD_SIZE, check_head_start
 
 __all__ = ["NCPProtocol", "DEFAULT_HIGH_WATER"]
@@ -43,13 +44,8 @@ __all__ = ["NCPProtocol", "DEFAULT_HIGH_WATER"]
 DEFAULT_HIGH_WATER = 4 * 1024 * 1024
 # Buffers smaller than this are joined before writing where the transport has no real writelines.
 _SMALL_BUFFER = 16 * 1024
-# The least room offered for one read, even at the high-water mark.
-_MIN_READ = 64 * 1024
 _HEAD_END = b"\r\n\r\n"
 _NEVER = float("inf")
-# A task's wait for a packet: its future, when it began (loop time) and its timeout (seconds).
-_Wait = tuple["asyncio.Future[None]", float, float]
-_NO_WAITERS: tuple[()] = ()
 # drain() lets the event loop run at least once every this many calls.
 _DRAIN_YIELD_EVERY = 16
 # Whether asyncio.Future() (no loop argument) is made faster than by loop.create_future().
@@ -69,7 +65,13 @@ def _has_native_writelines(transport: asyncio.BaseTransport) -> bool:
     return cls.__module__ == "asyncio.sslproto" or not cls.__module__.startswith("asyncio.")
 
 
-class NCPProtocol(asyncio.BufferedProtocol):
+# The per-packet methods: compiled with the codec where it is (ncplib/_receive.pxi), else the
+# pure-Python specification.
+if not TYPE_CHECKING and hasattr(_codec, "_ReceiveCore"):
+    ReceiveCore = _codec._ReceiveCore
+
+
+class NCPProtocol(ReceiveCore, asyncio.BufferedProtocol):
     """
     Bytes in and out for one NCP connection; see the module docstring.
 
@@ -121,7 +123,7 @@ class NCPProtocol(asyncio.BufferedProtocol):
         # Tasks waiting for a packet: (future, start of the wait, timeout in seconds). The
         # shared empty tuple while none waits, so that a read with no waiter (every read of a
         # Fleet) does not touch a list of this connection's.
-        self._waiters: list[_Wait] | tuple[()] = _NO_WAITERS
+        self._waiters: list[Wait] | tuple[()] = NO_WAITERS
         self._read_paused = False
         #: Called (synchronously, from the event loop's callbacks) whenever a complete packet may
         #: have become available, and when the connection ends or fails; for a consumer that
@@ -168,63 +170,13 @@ class NCPProtocol(asyncio.BufferedProtocol):
         if self.on_made is not None:
             self.on_made()
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        if self._error is not None:
-            # The stream is broken and the transport closing; a TLS transport may still hand
-            # over data it had decrypted. Receive it into scratch memory and drop it.
-            return memoryview(bytearray(4096))
+    def _head_view(self) -> memoryview:
+        # The room left in the head buffer, taken at the first read (see get_buffer).
         head = self._head
-        if head is not None:
-            if not head:
-                head = self._head = bytearray(MAX_HEAD_SIZE)
-            return memoryview(head)[self._head_len :]
-        view = self.reader.get_buffer(sizehint)
-        # One read must not carry the held bytes far past the high-water mark (the reader's
-        # buffer grows when packets wait to be read, so it can offer more room than that).
-        # Never cut below _MIN_READ: smaller views need no look.
-        if len(view) > _MIN_READ:
-            room = self.high_water - self.reader.buffered
-            if len(view) > room:
-                view = view[: max(room, _MIN_READ)]
-        return view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        now = self.last_received = self._time()
-        if self._error is not None:
-            return
-        if self._pending_since is None:
-            self._pending_since = now
-        if self._head is not None:
-            self._head_updated(nbytes)
-            return
-        reader = self.reader
-        try:
-            complete = reader.buffer_updated(nbytes)
-        except DecodeError as ex:
-            self._fail(ex)
-            return
-        waiters = self._waiters
-        if complete and waiters:
-            # Someone waits for this packet: no reason to pause. (_wake, inlined: this is once
-            # per packet for a task waiting on each connection.)
-            for waiter, _start, _timeout in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            self._waiters = _NO_WAITERS
-        elif not self._read_paused and reader.buffered > self.high_water and not self._someone_waits():
-            # Nobody is waiting for a packet: stop reading until the application catches up.
-            # (Never while someone waits: the packet they wait for may be the one arriving.)
-            self._pause_reading()
-            # Also when reading just paused inside a packet larger than the high-water mark: a
-            # consumer without a waiter (on_data) must look, find no packet and so let reading
-            # resume, or the packet never arrives.
-            self._wake()
-            return
-        elif not complete and not self._read_paused:
-            return
-        on_data = self.on_data
-        if on_data is not None:
-            on_data()
+        assert head is not None
+        if not head:
+            head = self._head = bytearray(MAX_HEAD_SIZE)
+        return memoryview(head)[self._head_len :]
 
     def eof_received(self) -> bool:
         return False
@@ -308,37 +260,6 @@ class NCPProtocol(asyncio.BufferedProtocol):
 
     # Receiving.
 
-    def next_packet(self) -> Packet | None:
-        """
-        Decodes the next complete packet, or returns :data:`None` when none is complete yet.
-
-        Returning :data:`None` means the application has caught up: reading paused for flow
-        control resumes.
-
-        :raises ncplib.DecodeError: if the stream is malformed; the transport is then closed.
-        :raises ncplib.NCPError: when nothing complete is held and no more can arrive, the
-            reason (see :meth:`raise_if_broken`).
-        """
-        reader = self.reader
-        if reader.complete:
-            try:
-                packet = reader.next_packet()
-            except DecodeError as ex:
-                self._fail(ex)
-                raise
-            if packet is not None:
-                # A packet arrived whole: whatever follows it gets a full timeout of its own,
-                # counted from the next bytes to arrive or the next wait, whichever comes first.
-                self._pending_since = None
-                if self._read_paused and reader.buffered <= self.high_water // 4:
-                    self._resume_reading()
-                return packet
-        if self._lost or self._error is not None or self.transport is None or self.transport.is_closing():
-            self.raise_if_broken()
-        if self._read_paused:
-            self._caught_up()
-        return None
-
     @property
     def packet_started(self) -> float | None:
         """
@@ -366,37 +287,6 @@ class NCPProtocol(asyncio.BufferedProtocol):
             if self.reader.buffered or (self._head is not None and self._head_len):
                 raise NetworkError("Connection closed in the middle of a packet")
             raise ConnectionClosed("Connection closed")
-
-    def wait_data(self, timeout: float) -> asyncio.Future[None]:
-        """
-        Returns a future done when more bytes may complete a packet, or the connection ends.
-
-        Await it at once. Cancelling it (or the task awaiting it) withdraws the wait.
-
-        :raises ncplib.NetworkTimeoutError: (from the future) if no complete packet arrived within
-            ``timeout`` seconds, counted from the first byte of the packet still incomplete, or
-            from the start of the wait when none of it is held: bytes that never complete a
-            packet (a peer sending one now and then) do not keep the connection alive. No
-            timeout when ``timeout`` is 0.
-        """
-        if self._read_paused:
-            self._caught_up()
-        waiter = self._new_future()
-        if timeout > 0:
-            start = self._time()
-            entry = (waiter, start, timeout)
-            due = start + timeout
-            # A wait is the common case, one per packet: the timer armed for an earlier wait
-            # usually fires first, and _on_deadline arms it again for the waits still open.
-            if due < self._deadline_at:
-                self._arm_deadline(due)
-        else:
-            entry = (waiter, 0.0, 0.0)
-        # With the waits still open (those withdrawn since the last wake-up left out).
-        waiting = [wait for wait in self._waiters if not wait[0].done()] if self._waiters else []
-        waiting.append(entry)
-        self._waiters = waiting
-        return waiter
 
     def _arm_deadline(self, due: float) -> None:
         if self._deadline is not None:
@@ -429,20 +319,6 @@ class NCPProtocol(asyncio.BufferedProtocol):
         if self._pending_since is not None:
             # Time spent paused was ours, not the peer's: the packet's clock starts now.
             self._pending_since = self._loop.time()
-
-    def _wake(self) -> None:
-        waiters = self._waiters
-        if waiters:
-            for waiter, _start, _timeout in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            self._waiters = _NO_WAITERS
-        on_data = self.on_data
-        if on_data is not None:
-            on_data()
-
-    def _someone_waits(self) -> bool:
-        return any(not waiter.done() for waiter, _start, _timeout in self._waiters)
 
     def _pause_reading(self) -> None:
         transport = self.transport

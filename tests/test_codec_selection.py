@@ -25,3 +25,20 @@ def test_compiled_codec_is_an_extension_module() -> None:
     assert impl.__name__ == "ncplib._codec"
     assert impl.__file__ is not None
     assert impl.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+
+
+def test_the_receive_core_and_packet_reader_come_with_the_codec() -> None:
+    # The connection's per-packet methods and its packet reader are the active codec's: compiled
+    # with it, or the pure-Python specifications (ncplib._receive, ncplib.framing).
+    from ncplib import _receive, framing
+    from ncplib._protocol import NCPProtocol
+
+    core = NCPProtocol.__mro__[1]
+    if codec.implementation() == "compiled":
+        assert core.__module__ == "ncplib._codec"
+        assert framing.PacketReader.__module__ == "ncplib._codec"
+    else:
+        assert core is _receive.ReceiveCore
+        assert framing.PacketReader is framing._PurePacketReader
+    assert NCPProtocol.buffer_updated is core.buffer_updated
+    assert NCPProtocol.wait_data is core.wait_data

@@ -90,6 +90,7 @@ SDIST_REQUIRED = (
     "ncplib/py.typed",
     "ncplib/_codec.pyx",
     "ncplib/_framing.pxi",
+    "ncplib/_receive.pxi",
     "ncplib/_codec.pyi",
     "ncplib/_pycodec.py",
     "tests/conftest.py",
