@@ -104,7 +104,7 @@ cdef class _PacketReader:
             held += self._own_filled
         return held
 
-    def get_buffer(self, sizehint=-1):
+    cpdef get_buffer(self, sizehint=-1):
         """Returns writable memory to receive the next bytes into."""
         cdef bytearray buf
         cdef Py_ssize_t size
@@ -139,7 +139,7 @@ cdef class _PacketReader:
                 self._set_buffer(buf)
         return self._view[self._end:]
 
-    def buffer_updated(self, Py_ssize_t nbytes):
+    cpdef buffer_updated(self, Py_ssize_t nbytes):
         """Records that ``nbytes`` bytes were written into the memory from get_buffer; True if complete."""
         cdef Py_ssize_t end
         if self._error is not None:
@@ -200,7 +200,7 @@ cdef class _PacketReader:
                 return
             yield packet
 
-    def next_packet(self):
+    cpdef next_packet(self):
         """Decodes and returns the next complete packet, or None if none is complete yet."""
         cdef bytearray own
         cdef Py_ssize_t start

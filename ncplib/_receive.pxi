@@ -121,6 +121,9 @@ cdef class _ReceiveCore:
         self._waiters = waiting
         return waiter
 
+    def _has_news(self):
+        return self.reader.complete or self._read_paused or self._lost or self._error is not None
+
     def _wake(self):
         waiters = self._waiters
         if waiters:

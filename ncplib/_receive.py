@@ -207,6 +207,13 @@ class ReceiveCore:
         self._waiters = waiting
         return waiter
 
+    def _has_news(self) -> bool:
+        """
+        Whether a call of :meth:`next_packet` has something to do: a packet is complete, reading
+        is paused (to resume), or the connection ended or failed (to report).
+        """
+        return self.reader.complete or self._read_paused or self._lost or self._error is not None
+
     def _wake(self) -> None:
         waiters = self._waiters
         if waiters:

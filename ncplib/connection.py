@@ -417,14 +417,7 @@ class Connection(_AsyncFields):
         test instead of a call that finds nothing. The protocol calls ``on_data`` when that
         changes. :data:`False` means only "call :meth:`_recv_nowait` again".
         """
-        protocol = self._protocol
-        return not (
-            self._backlog is not None
-            or protocol.reader.complete
-            or protocol._read_paused
-            or protocol._lost
-            or protocol._error is not None
-        )
+        return self._backlog is None and not self._protocol._has_news()
 
     def _log_field(self, packet_type: str, name: str) -> None:
         self.logger.debug("Received field %s %s from %s over NCP", packet_type, name, self.remote_hostname)
