@@ -136,6 +136,12 @@ def test_misused_arguments_fail_up_front_with_a_clear_error() -> None:
         ncplib.Fleet([("127.0.0.1", "9999")])  # type: ignore[list-item]
     with pytest.raises(ValueError):
         ncplib.Fleet([("127.0.0.1", 0)])
+    # A count of bytes; refused here, not at every node's connection later.
+    for high_water in [1e6, 2.5, True]:
+        with pytest.raises(TypeError, match="high_water must be an int"):
+            ncplib.Fleet(["127.0.0.1"], high_water=high_water)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="high_water must be >= 1"):
+        ncplib.Fleet(["127.0.0.1"], high_water=0)
 
 
 def test_node_attributes_are_documented_one_by_one() -> None:

@@ -112,9 +112,11 @@ class Fleet:
         ``username``, ``password`` and ``max_packet_size``; the auto options apply per node
         (a node's :exc:`~ncplib.CommandError` goes to its :attr:`Node.last_error`).
     :raises ValueError: if an address is invalid, there are no addresses, or ``timeout``,
-        ``reconnect_delay``, ``stable_after`` or ``max_connecting`` is out of range.
+        ``reconnect_delay``, ``stable_after``, ``max_connecting`` or ``high_water`` is out of
+        range.
     :raises TypeError: if ``addresses`` is a string (or bytes) rather than an iterable of
-        addresses, or an address is neither a string nor a ``(host, int port)`` pair.
+        addresses, an address is neither a string nor a ``(host, int port)`` pair, or
+        ``high_water`` is not an int.
     """
 
     def __init__(
@@ -153,6 +155,9 @@ class Fleet:
             raise ValueError(f"stable_after must be >= 0, not {stable_after!r}")
         if max_connecting < 1:
             raise ValueError(f"max_connecting must be >= 1, not {max_connecting!r}")
+        if not isinstance(high_water, int) or isinstance(high_water, bool):
+            # A count of bytes: a float would fail only later, at each node's connection.
+            raise TypeError(f"high_water must be an int, not {type(high_water).__name__}")
         if high_water < 1:
             raise ValueError(f"high_water must be >= 1, not {high_water!r}")
         self._high_water = high_water
