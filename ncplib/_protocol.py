@@ -101,7 +101,8 @@ class NCPProtocol(ReceiveCore, asyncio.BufferedProtocol):
         # In head mode, empty until the first read: a connection that stays silent costs no
         # head buffer (see get_buffer).
         self._head: bytearray | None = bytearray() if head_mode else None
-        self.high_water = high_water
+        # Held bytes can never exceed sys.maxsize: a larger mark means the same, and fits a C size.
+        self.high_water = min(high_water, sys.maxsize)
         # The loop's clock and futures, without a Python method call per packet where the loop
         # is asyncio's own (whose time() is time.monotonic() and create_future() a Future). A
         # Future made without a loop argument belongs to the running loop, which is this one

@@ -5,6 +5,8 @@
 # set by NCPProtocol.__init__; the rare paths (head mode, failure, flow control, timers) are the
 # protocol's Python methods, called by name.
 
+cimport cython
+
 # As ncplib._receive defines them (set by _configure_receive when it imports this).
 cdef Py_ssize_t _MIN_READ = 64 * 1024
 cdef object _NO_WAITERS = ()
@@ -17,6 +19,9 @@ def _configure_receive(min_read, no_waiters):
     _NO_WAITERS = no_waiters
 
 
+# nonecheck: the reader slot is typed, and an instance made without __init__ (or a reader set to
+# None) must raise AttributeError, as in Python, not read through a null pointer.
+@cython.nonecheck(True)
 cdef class _ReceiveCore:
     """The per-packet methods of NCPProtocol: ncplib._receive.ReceiveCore, compiled."""
 
@@ -79,6 +84,7 @@ cdef class _ReceiveCore:
         if on_data is not None:
             on_data()
 
+    @cython.cdivision(False)
     def next_packet(self):
         """Decodes the next complete packet, or returns None; see ncplib._receive.ReceiveCore."""
         cdef _PacketReader reader = self.reader
