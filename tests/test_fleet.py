@@ -143,6 +143,14 @@ def test_misused_arguments_fail_up_front_with_a_clear_error() -> None:
     with pytest.raises(ValueError, match="high_water must be >= 1"):
         ncplib.Fleet(["127.0.0.1"], high_water=0)
 
+    # Any integer type (numpy's integers have __index__ too); a mark beyond any size means no limit.
+    class Count:
+        def __index__(self) -> int:
+            return 1 << 20
+
+    for high_water in [Count(), 2**100]:
+        ncplib.Fleet(["127.0.0.1"], high_water=high_water)  # type: ignore[arg-type]
+
 
 def test_node_attributes_are_documented_one_by_one() -> None:
     # What help(ncplib.Node) shows under each attribute.

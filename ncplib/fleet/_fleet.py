@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import random
 import ssl as _ssl
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -155,12 +157,18 @@ class Fleet:
             raise ValueError(f"stable_after must be >= 0, not {stable_after!r}")
         if max_connecting < 1:
             raise ValueError(f"max_connecting must be >= 1, not {max_connecting!r}")
-        if not isinstance(high_water, int) or isinstance(high_water, bool):
-            # A count of bytes: a float would fail only later, at each node's connection.
-            raise TypeError(f"high_water must be an int, not {type(high_water).__name__}")
+        # A count of bytes (any integer type, numpy's included), checked here: a float would
+        # otherwise fail only later, at each node's connection.
+        if isinstance(high_water, bool):
+            raise TypeError("high_water must be an int, not bool")
+        try:
+            high_water = operator.index(high_water)
+        except TypeError:
+            raise TypeError(f"high_water must be an int, not {type(high_water).__name__}") from None
         if high_water < 1:
             raise ValueError(f"high_water must be >= 1, not {high_water!r}")
-        self._high_water = high_water
+        # Held bytes can never exceed sys.maxsize: a larger mark means the same.
+        self._high_water = min(high_water, sys.maxsize)
         port = default_port(ssl=ssl, authenticate=bool(username or password))
         self._nodes = [Node(*parse_address(address, port)) for address in addresses]
         if not self._nodes:
