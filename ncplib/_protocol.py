@@ -101,8 +101,7 @@ class NCPProtocol(ReceiveCore, asyncio.BufferedProtocol):
         # In head mode, empty until the first read: a connection that stays silent costs no
         # head buffer (see get_buffer).
         self._head: bytearray | None = bytearray() if head_mode else None
-        # Held bytes can never exceed sys.maxsize: a larger mark means the same, and fits a C size.
-        self.high_water = min(high_water, sys.maxsize)
+        self.set_high_water(high_water)
         # The loop's clock and futures, without a Python method call per packet where the loop
         # is asyncio's own (whose time() is time.monotonic() and create_future() a Future). A
         # Future made without a loop argument belongs to the running loop, which is this one
@@ -158,6 +157,15 @@ class NCPProtocol(ReceiveCore, asyncio.BufferedProtocol):
         self.on_lost: Callable[[], None] | None = None
         #: Called once the connection is made (the server starts the connection's task).
         self.on_made: Callable[[], None] | None = None
+
+    def set_high_water(self, high_water: int) -> None:
+        """
+        Sets the received bytes held before reading pauses (see the module docstring).
+
+        Held bytes can never exceed ``sys.maxsize``, so a larger mark means the same and is
+        stored as that (the compiled core keeps it as a C size).
+        """
+        self.high_water = min(high_water, sys.maxsize)
 
     # asyncio callbacks.
 

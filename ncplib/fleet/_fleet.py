@@ -28,7 +28,6 @@ import logging
 import operator
 import random
 import ssl as _ssl
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -167,8 +166,7 @@ class Fleet:
             raise TypeError(f"high_water must be an int, not {type(high_water).__name__}") from None
         if high_water < 1:
             raise ValueError(f"high_water must be >= 1, not {high_water!r}")
-        # Held bytes can never exceed sys.maxsize: a larger mark means the same.
-        self._high_water = min(high_water, sys.maxsize)
+        self._high_water = high_water
         port = default_port(ssl=ssl, authenticate=bool(username or password))
         self._nodes = [Node(*parse_address(address, port)) for address in addresses]
         if not self._nodes:
@@ -570,7 +568,7 @@ class Fleet:
         logger.info("%s: connected", node.address)
         # The next failure is a change worth a warning, even if it is the same as the last one.
         node._logged = None
-        connection._protocol.high_water = self._high_water
+        connection._protocol.set_high_water(self._high_water)
         for (packet_type, field_name), params in self._subscriptions.items():
             connection.send(packet_type, field_name, **params)
         connection._protocol.on_data = node._on_data
