@@ -10,6 +10,12 @@ has received a field (the warm-up), then measures ``args.duration`` seconds: fie
 process's CPU time, the fewest and most fields of one connection, and peak RSS, printed as one
 JSON line. Then the process exits at once (closing a thousand connections is not measured).
 
+With ``--count-reads`` (Linux, ``perf`` installed and allowed), the window also counts the
+process's ``read`` and ``recvfrom`` system calls (``perf stat`` on its tracepoints, enabled only
+during the window): the event loops read a ready socket once per wake-up (the default loop with
+``recvfrom``, uvloop with ``read``), so fields per read says whether the collector ran in the
+fleet shape (one packet per read, about 1.0) or fell behind and took several packets per read.
+
 Runs under either library's interpreter: nothing here imports ncplib. With ``FLEET_PROFILE=PATH``
 in the environment, the window runs under :mod:`cProfile` and its statistics go to ``PATH``
 (figures are then not comparable).
@@ -40,7 +46,51 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=4.0, help="measuring window, seconds")
     parser.add_argument("--warmup-limit", type=float, default=60.0, help="most seconds to wait for warm-up")
     parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--count-reads", action="store_true", help="count read system calls (perf)")
     return parser.parse_args()
+
+
+class ReadCounter:
+    """
+    ``perf stat`` attached to this process, counting its ``read`` and ``recvfrom`` system calls
+    between :meth:`enable` and :meth:`disable` (its control descriptors; counting costs a little
+    in the kernel per call, alike for every collector).
+    """
+
+    EVENTS = "syscalls:sys_enter_read,syscalls:sys_enter_recvfrom"
+
+    def __init__(self) -> None:
+        import subprocess
+
+        self._control_read, self._control = os.pipe()
+        self._ack, self._ack_write = os.pipe()
+        self._perf = subprocess.Popen(
+            ["perf", "stat", "-x", ",", "-e", self.EVENTS, "-D", "-1", "-p", str(os.getpid()),
+             "--control", f"fd:{self._control_read},{self._ack_write}"],
+            pass_fds=(self._control_read, self._ack_write), stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        os.close(self._control_read)
+        os.close(self._ack_write)
+
+    def _command(self, word: str) -> None:
+        os.write(self._control, word.encode() + b"\n")
+        if not os.read(self._ack, 16).startswith(b"ack"):
+            raise SystemExit(f"perf did not acknowledge {word!r}")
+
+    def enable(self) -> None:
+        self._command("enable")
+
+    def disable(self) -> int:
+        """Stops counting; returns the calls counted."""
+        import signal
+
+        self._command("disable")
+        self._perf.send_signal(signal.SIGINT)
+        _, report = self._perf.communicate(timeout=30)
+        counts = [line.split(",")[0] for line in report.splitlines() if "sys_enter_" in line]
+        if len(counts) != 2 or not all(count.isdigit() for count in counts):
+            raise SystemExit(f"perf stat could not count system calls: {report.strip()[-500:]}")
+        return sum(int(count) for count in counts)
 
 
 def _rss_kib() -> int:
@@ -63,6 +113,10 @@ async def _measure(start: Start, args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"warm-up: {counts.count(0)} connections received nothing")
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.5)  # every connection streaming
+    reads = ReadCounter() if args.count_reads else None
+    if reads is not None:
+        await asyncio.sleep(0.5)  # perf attached
+        reads.enable()
     profile_path = os.environ.get("FLEET_PROFILE")
     profiler = None
     if profile_path:
@@ -74,10 +128,11 @@ async def _measure(start: Start, args: argparse.Namespace) -> dict[str, Any]:
     cpu0, wall0 = time.process_time(), time.monotonic()
     await asyncio.sleep(args.duration)
     cpu1, wall1 = time.process_time(), time.monotonic()
+    after = list(counts)
+    read_calls = reads.disable() if reads is not None else None
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(profile_path)
-    after = list(counts)
     per_connection = [b - a for a, b in zip(before, after, strict=True)]
     fields = sum(per_connection)
     del kept
@@ -87,6 +142,10 @@ async def _measure(start: Start, args: argparse.Namespace) -> dict[str, Any]:
         "cpu_seconds": cpu1 - cpu0,
         "fields_per_s": fields / (wall1 - wall0),
         "cpu_us_per_field": 1e6 * (cpu1 - cpu0) / fields if fields else None,
+        # The share of one core: near 1.0 the collector is saturated and reads fall behind.
+        "cpu_share": (cpu1 - cpu0) / (wall1 - wall0),
+        "reads": read_calls,
+        "fields_per_read": fields / read_calls if read_calls else None,
         "fewest": min(per_connection),
         "most": max(per_connection),
         "rss_kib": _rss_kib(),
