@@ -130,7 +130,7 @@ async def _measure(start: Start, args: argparse.Namespace) -> dict[str, Any]:
     cpu1, wall1 = time.process_time(), time.monotonic()
     after = list(counts)
     read_calls = reads.disable() if reads is not None else None
-    if profiler is not None:
+    if profiler is not None and profile_path:
         profiler.disable()
         profiler.dump_stats(profile_path)
     per_connection = [b - a for a, b in zip(before, after, strict=True)]
