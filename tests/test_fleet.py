@@ -168,6 +168,24 @@ def test_iterating_an_unstarted_fleet_is_an_error() -> None:
     run(main)
 
 
+def test_a_second_consumer_is_an_error_and_the_first_goes_on() -> None:
+    async def main() -> None:
+        fleet = ncplib.Fleet([("127.0.0.1", closed_port())], reconnect_delay=(0.05, 0.1))
+        async with fleet:
+            first = asyncio.ensure_future(fleet.__anext__())
+            await until(lambda: fleet._consuming, "the first consumer to wait")
+            with pytest.raises(RuntimeError, match="Another task"):
+                await fleet.__anext__()
+            # The refusal did not disturb the first consumer: it still waits, and the loop ends
+            # for it when the fleet closes.
+            assert not first.done()
+        with pytest.raises(StopAsyncIteration):
+            await first
+        assert not fleet._consuming
+
+    run(main)
+
+
 def test_backoff_grows_with_full_jitter_within_its_bounds() -> None:
     backoff = Backoff(0.5, 30.0, random.Random(7))
     ceilings = []
