@@ -346,9 +346,7 @@ class Fleet:
             item = batch.popleft()
             item[0].fields += 1
             return item
-        return await self._next_turn()
-
-    async def _next_turn(self) -> tuple[Node, Field]:
+        # Turns and waits, in this coroutine: no second one per wake-up of the consumer.
         loop = self._loop
         if loop is None:
             raise RuntimeError("Start the fleet first: async with fleet: async for node, field in fleet")
@@ -356,7 +354,6 @@ class Fleet:
             raise RuntimeError("Another task is already taking fields from this fleet")
         self._consuming = True
         ready = self._ready
-        batch = self._batch
         try:
             while True:
                 if self._closing:
