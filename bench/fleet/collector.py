@@ -28,6 +28,8 @@ import asyncio
 import json
 import os
 import resource
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -60,8 +62,6 @@ class ReadCounter:
     EVENTS = "syscalls:sys_enter_read,syscalls:sys_enter_recvfrom"
 
     def __init__(self) -> None:
-        import subprocess
-
         self._control_read, self._control = os.pipe()
         self._ack, self._ack_write = os.pipe()
         self._perf = subprocess.Popen(
@@ -82,8 +82,6 @@ class ReadCounter:
 
     def disable(self) -> int:
         """Stops counting; returns the calls counted."""
-        import signal
-
         self._command("disable")
         self._perf.send_signal(signal.SIGINT)
         _, report = self._perf.communicate(timeout=30)

@@ -177,7 +177,7 @@ def summarise(rounds: list[dict[str, Any]], labels: list[str], offered: float) -
                 "most": max((x["most"] for x in ok), default=None),
                 "peak_rss_mb": max((x["peak_rss_kib"] / 1024 for x in ok), default=None),
                 "cpu_share": max((x["cpu_share"] for x in ok), default=None),
-                "fields_per_read": _median([x["fields_per_read"] for x in ok if x.get("fields_per_read")]),
+                "fields_per_read": _median([x["fields_per_read"] for x in ok if x["fields_per_read"]]),
                 "kept_up": bool(ok)
                 and (not offered or all(abs(x["fields_per_s"] / offered - 1) <= 0.03 for x in ok)),
             }
