@@ -120,9 +120,13 @@ class NCPProtocol(ReceiveCore, asyncio.BufferedProtocol):
         # a peer that trickles bytes of a packet that never completes cannot hold the
         # connection forever (see wait_data).
         self._pending_since: float | None = None
-        # Tasks waiting for a packet: (future, start of the wait, timeout in seconds). The
-        # shared empty tuple while none waits, so that a read with no waiter (every read of a
-        # Fleet) does not touch a list of this connection's.
+        # The task waiting for a packet, if one does: its future (None when none waits), when
+        # the wait began (loop time) and its timeout (seconds, 0 for none). Waits of further
+        # tasks at the same time: (future, start, timeout) each, listed (see wait_data); the
+        # shared empty tuple while there are none, as nearly always.
+        self._waiter: asyncio.Future[None] | None = None
+        self._wait_start = 0.0
+        self._wait_timeout = 0.0
         self._waiters: list[Wait] | tuple[()] = NO_WAITERS
         self._read_paused = False
         #: Called (synchronously, from the event loop's callbacks) whenever a complete packet may
@@ -303,6 +307,14 @@ class NCPProtocol(ReceiveCore, asyncio.BufferedProtocol):
         self._deadline = self._loop.call_at(due, self._on_deadline)
         self._deadline_at = due
 
+    def _open_waits(self) -> list[Wait]:
+        """The waits not yet ended nor withdrawn, the first one first."""
+        waits = [wait for wait in self._waiters if not wait[0].done()]
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waits.insert(0, (waiter, self._wait_start, self._wait_timeout))
+        return waits
+
     def _on_deadline(self) -> None:
         self._deadline = None
         self._deadline_at = _NEVER
@@ -310,8 +322,8 @@ class NCPProtocol(ReceiveCore, asyncio.BufferedProtocol):
         now = loop.time()
         pending = self._pending_since
         next_due: float | None = None
-        for waiter, start, timeout in self._waiters:
-            if timeout <= 0 or waiter.done():
+        for waiter, start, timeout in self._open_waits():
+            if timeout <= 0:
                 continue
             due = (start if pending is None else pending) + timeout
             if due <= now + 0.001:

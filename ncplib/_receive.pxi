@@ -25,20 +25,26 @@ def _configure_receive(min_read, no_waiters):
 cdef class _ReceiveCore:
     """The per-packet methods of NCPProtocol: ncplib._receive.ReceiveCore, compiled."""
 
+    # In the order of use (a read's callbacks first, then a field's hand-out, then a wait),
+    # the two flags side by side: with many connections each read finds these out of the CPU's
+    # caches, and every cache line the slots span counts.
     cdef public _PacketReader reader
     cdef public object _error
     cdef public object _head
-    cdef public Py_ssize_t high_water
     cdef public object _time
-    cdef public object _new_future
     cdef public object last_received
     cdef public object _pending_since
+    cdef public object _waiter
     cdef public object _waiters
     cdef public bint _read_paused
-    cdef public object on_data
     cdef public bint _lost
+    cdef public Py_ssize_t high_water
+    cdef public object on_data
     cdef public object transport
+    cdef public object _new_future
     cdef public double _deadline_at
+    cdef public double _wait_start
+    cdef public double _wait_timeout
 
     def get_buffer(self, sizehint):
         cdef Py_ssize_t room
@@ -68,12 +74,8 @@ cdef class _ReceiveCore:
         except DecodeError as ex:
             (<object>self)._fail(ex)
             return
-        waiters = self._waiters
-        if complete and waiters:
-            for waiter, _start, _timeout in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            self._waiters = _NO_WAITERS
+        if complete and (self._waiter is not None or self._waiters):
+            self._release_waits()
         elif not self._read_paused and reader._buffered() > self.high_water and not self._someone_waits():
             (<object>self)._pause_reading()
             self._wake()
@@ -110,38 +112,50 @@ cdef class _ReceiveCore:
         """A future done when more bytes may complete a packet; see ncplib._receive.ReceiveCore."""
         if self._read_paused:
             (<object>self)._caught_up()
+        cdef double start = 0.0
+        cdef double seconds = 0.0
         waiter = self._new_future()
         if timeout > 0:
+            seconds = timeout
             start = self._time()
-            entry = (waiter, start, timeout)
-            due = start + timeout
-            if due < self._deadline_at:
-                (<object>self)._arm_deadline(due)
+            if start + seconds < self._deadline_at:
+                (<object>self)._arm_deadline(start + seconds)
+        current = self._waiter
+        if current is None or current.done():
+            self._waiter = waiter
+            self._wait_start = start
+            self._wait_timeout = seconds
         else:
-            entry = (waiter, 0.0, 0.0)
-        if self._waiters:
             waiting = [wait for wait in self._waiters if not wait[0].done()]
-        else:
-            waiting = []
-        waiting.append(entry)
-        self._waiters = waiting
+            waiting.append((waiter, start, seconds))
+            self._waiters = waiting
         return waiter
 
     def _has_news(self):
         return self.reader.complete or self._read_paused or self._lost or self._error is not None
 
-    def _wake(self):
-        waiters = self._waiters
-        if waiters:
-            for waiter, _start, _timeout in waiters:
+    cdef _release_waits(self):
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._waiters:
+            for waiter, _start, _timeout in self._waiters:
                 if not waiter.done():
                     waiter.set_result(None)
             self._waiters = _NO_WAITERS
+
+    def _wake(self):
+        self._release_waits()
         on_data = self.on_data
         if on_data is not None:
             on_data()
 
     def _someone_waits(self):
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            return True
         for waiter, _start, _timeout in self._waiters:
             if not waiter.done():
                 return True

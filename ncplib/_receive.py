@@ -29,8 +29,8 @@ __all__ = ["ReceiveCore", "MIN_READ", "NO_WAITERS", "Wait"]
 MIN_READ = 64 * 1024
 #: A task's wait for a packet: its future, when it began (loop time) and its timeout (seconds).
 Wait = tuple["asyncio.Future[None]", float, float]
-#: The waits of a connection nobody waits on: a shared empty tuple, so that a read with no waiter
-#: (every read of a Fleet) does not touch a list of this connection's.
+#: The further waits of a connection when at most one task waits on it (nearly always): a shared
+#: empty tuple, so that no list of this connection's is touched per read.
 NO_WAITERS: tuple[()] = ()
 
 
@@ -52,6 +52,9 @@ class ReceiveCore:
     _new_future: Callable[[], asyncio.Future[None]]
     last_received: float
     _pending_since: float | None
+    _waiter: asyncio.Future[None] | None
+    _wait_start: float
+    _wait_timeout: float
     _waiters: list[Wait] | tuple[()]
     _read_paused: bool
     on_data: Callable[[], None] | None
@@ -118,14 +121,9 @@ class ReceiveCore:
         except DecodeError as ex:
             self._fail(ex)
             return
-        waiters = self._waiters
-        if complete and waiters:
-            # Someone waits for this packet: no reason to pause. (_wake, inlined: this is once
-            # per packet for a task waiting on each connection.)
-            for waiter, _start, _timeout in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            self._waiters = NO_WAITERS
+        if complete and (self._waiter is not None or self._waiters):
+            # Someone waits for this packet: no reason to pause.
+            self._release_waits()
         elif not self._read_paused and reader.buffered > self.high_water and not self._someone_waits():
             # Nobody is waiting for a packet: stop reading until the application catches up.
             # (Never while someone waits: the packet they wait for may be the one arriving.)
@@ -190,21 +188,29 @@ class ReceiveCore:
         if self._read_paused:
             self._caught_up()
         waiter = self._new_future()
-        entry: Wait
+        start = 0.0
         if timeout > 0:
             start = self._time()
-            entry = (waiter, start, timeout)
             due = start + timeout
             # A wait is the common case, one per packet: the timer armed for an earlier wait
             # usually fires first, and _on_deadline arms it again for the waits still open.
             if due < self._deadline_at:
                 self._arm_deadline(due)
         else:
-            entry = (waiter, 0.0, 0.0)
-        # With the waits still open (those withdrawn since the last wake-up left out).
-        waiting = [wait for wait in self._waiters if not wait[0].done()] if self._waiters else []
-        waiting.append(entry)
-        self._waiters = waiting
+            timeout = 0.0
+        current = self._waiter
+        if current is None or current.done():
+            # The one wait, in the core's own attributes: no list, tuple or other object of the
+            # connection's is made per wait, nor found out of the CPU's caches at the wake-up.
+            self._waiter = waiter
+            self._wait_start = start
+            self._wait_timeout = timeout
+        else:
+            # Another task waits on the same connection (rare): the waits beyond the first are
+            # listed, with those withdrawn since the last wake-up left out.
+            waiting = [wait for wait in self._waiters if not wait[0].done()]
+            waiting.append((waiter, start, timeout))
+            self._waiters = waiting
         return waiter
 
     def _has_news(self) -> bool:
@@ -214,16 +220,27 @@ class ReceiveCore:
         """
         return self.reader.complete or self._read_paused or self._lost or self._error is not None
 
-    def _wake(self) -> None:
-        waiters = self._waiters
-        if waiters:
-            for waiter, _start, _timeout in waiters:
+    def _release_waits(self) -> None:
+        """Ends every wait: their futures done (unless withdrawn), and none left open."""
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._waiters:
+            for waiter, _start, _timeout in self._waiters:
                 if not waiter.done():
                     waiter.set_result(None)
             self._waiters = NO_WAITERS
+
+    def _wake(self) -> None:
+        self._release_waits()
         on_data = self.on_data
         if on_data is not None:
             on_data()
 
     def _someone_waits(self) -> bool:
-        return any(not waiter.done() for waiter, _start, _timeout in self._waiters)
+        waiter = self._waiter
+        return (waiter is not None and not waiter.done()) or any(
+            not waiter.done() for waiter, _start, _timeout in self._waiters
+        )

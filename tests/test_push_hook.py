@@ -55,7 +55,7 @@ def test_on_data_signals_fields_that_recv_nowait_returns_without_waiting(loop: s
             assert protocol.last_received >= before
             # Nothing more is buffered: None, and no timer or waiter was left behind.
             assert connection._recv_nowait() is None
-            assert not protocol._waiters
+            assert protocol._waiter is None and not protocol._waiters
 
     run(main, loop=loop)
 

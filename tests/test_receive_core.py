@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 import pytest
 
 from ncplib._protocol import NCPProtocol
+from ncplib.errors import NetworkTimeoutError
 from ncplib.packets import encode_packet
 
 PACKET = encode_packet(
@@ -47,5 +48,48 @@ def test_a_protocol_without_a_reader_raises_rather_than_crashes(call: str) -> No
         method = getattr(protocol, call)
         with pytest.raises(AttributeError):
             method(-1) if call == "get_buffer" else method()
+
+    asyncio.run(main())
+
+
+def test_every_wait_open_at_once_is_woken_and_none_is_left() -> None:
+    # The first wait is held in the core's own attributes, the others listed: a packet ends them
+    # all, a withdrawn one is skipped, and a wait after that starts afresh.
+    async def main() -> None:
+        protocol = NCPProtocol(max_packet_size=1 << 20, use_numpy=False)
+        first = protocol.wait_data(0)
+        second = protocol.wait_data(0)
+        third = protocol.wait_data(0)
+        second.cancel()
+        assert protocol._someone_waits()
+        feed(protocol, PACKET)
+        assert first.done() and third.done() and second.cancelled()
+        assert first.result() is None and third.result() is None
+        assert not protocol._someone_waits()
+        assert protocol._waiter is None and not protocol._waiters
+        # The first wait withdrawn: the next one takes its place, and it is the one woken.
+        assert protocol.next_packet() is not None
+        withdrawn = protocol.wait_data(0)
+        withdrawn.cancel()
+        later = protocol.wait_data(0)
+        assert protocol._waiter is later and not protocol._waiters
+        protocol.connection_lost(None)
+        assert later.done() and later.result() is None
+
+    asyncio.run(main())
+
+
+def test_a_wait_beside_another_keeps_its_own_timeout() -> None:
+    async def main() -> None:
+        protocol = NCPProtocol(max_packet_size=1 << 20, use_numpy=False)
+        patient = protocol.wait_data(0)
+        hasty = protocol.wait_data(0.01)
+        with pytest.raises(NetworkTimeoutError, match="No complete packet received for 0.01 seconds"):
+            await hasty
+        # The wait with no timeout is still open, and ends with the next packet.
+        assert not patient.done()
+        feed(protocol, PACKET)
+        assert patient.done() and patient.result() is None
+        protocol.connection_lost(None)
 
     asyncio.run(main())
