@@ -152,6 +152,10 @@ class _AsyncFields:
     _connection: Connection
     _packet_type: str | None
     _expected_fields: set[tuple[str, int]] | None
+    # The one (field name, field id) pair when there is one, as nearly always: matched without
+    # a tuple and a set lookup per field. None (and 0) otherwise.
+    _expected_name: str | None
+    _expected_id: int
 
     async def recv(self) -> Field:
         """
@@ -176,6 +180,8 @@ class _AsyncFields:
         connection = self._connection
         packet_type = self._packet_type
         expected = self._expected_fields
+        expected_name = self._expected_name
+        expected_id = self._expected_id
         recv_nowait = connection._recv_nowait
         while True:
             if connection._unyielded >= _YIELD_EVERY:
@@ -192,7 +198,12 @@ class _AsyncFields:
                 continue
             connection._unyielded += 1
             if packet_type is None or (
-                field.packet_type == packet_type and (field.name, field.id) in expected  # type: ignore[operator]
+                field.packet_type == packet_type
+                and (
+                    (field.id == expected_id and field.name == expected_name)
+                    if expected_name is not None
+                    else (field.name, field.id) in expected  # type: ignore[operator]
+                )
             ):
                 return field
 
@@ -204,6 +215,17 @@ class _AsyncFields:
             return await self.recv()
         except ConnectionClosed:
             raise StopAsyncIteration from None
+
+
+def _only_pair(expected_fields: set[tuple[str, int]]) -> tuple[str | None, int]:
+    # The one (field name, field id) pair of a response, or (None, 0). Only from a set (the
+    # library's own, never changed after the packet is sent) of one well-formed pair: anything
+    # else a caller passed is matched with ``in``, as before.
+    if isinstance(expected_fields, (set, frozenset)) and len(expected_fields) == 1:
+        (pair,) = expected_fields
+        if type(pair) is tuple and len(pair) == 2 and type(pair[0]) is str:
+            return pair
+    return None, 0
 
 
 class Response(_AsyncFields):
@@ -222,7 +244,7 @@ class Response(_AsyncFields):
     The loop only ends when the underlying connection closes.
     """
 
-    __slots__ = ("_connection", "_expected_fields", "_packet_type")
+    __slots__ = ("_connection", "_expected_fields", "_expected_id", "_expected_name", "_packet_type")
 
     _packet_type: str
     _expected_fields: set[tuple[str, int]]
@@ -233,6 +255,7 @@ class Response(_AsyncFields):
         self._connection = connection
         self._packet_type = packet_type
         self._expected_fields = expected_fields
+        self._expected_name, self._expected_id = _only_pair(expected_fields)
 
     # (The same recv for both classes: see _AsyncFields.recv.)
     recv = _AsyncFields.recv
@@ -320,6 +343,8 @@ class Connection(_AsyncFields):
         self._connection = self
         self._packet_type = None
         self._expected_fields = None
+        self._expected_name = None
+        self._expected_id = 0
         self._auto_erro = auto_erro
         self._auto_warn = auto_warn
         self._auto_ackn = auto_ackn

@@ -79,6 +79,30 @@ def test_response_ignores_fields_of_other_requests() -> None:
     run(main)
 
 
+def test_a_response_returns_only_fields_repeating_its_type_name_and_id() -> None:
+    # The server answers each request with near misses first: another packet type, another
+    # field name, another field id; only the exact reply reaches the response.
+    async def handler(connection: ncplib.Connection) -> None:
+        async for field in connection:
+            connection.send_packet("DSPL", **{field.name: {"MISS": "type"}})
+            connection._send_packet("DSPC", [("OTHR", field.id, {"MISS": "name"}.items())], set())
+            connection._send_packet("DSPC", [(field.name, field.id + 1000, {"MISS": "id"}.items())], set())
+            field.send(HIT=1)
+
+    async def main() -> None:
+        async with serving(handler) as (_, port), await ncplib.connect("127.0.0.1", port) as connection:
+            for _ in range(3):
+                response = connection.send("DSPC", "SWEP")
+                assert dict(await response.recv()) == {"HIT": 1}
+            # Built by hand, as 6.1.0's documentation allows, from any container of pairs.
+            sent = connection.send("DSPC", "SWEP")
+            pairs = list(sent._expected_fields)
+            by_hand = ncplib.Response(connection, "DSPC", pairs)  # type: ignore[arg-type]
+            assert dict(await by_hand.recv()) == {"HIT": 1}
+
+    run(main)
+
+
 def test_field_ids_increase_and_replies_repeat_them() -> None:
     seen: list[tuple[str, int]] = []
 
