@@ -84,7 +84,7 @@ def test_a_wait_beside_another_keeps_its_own_timeout() -> None:
         protocol = NCPProtocol(max_packet_size=1 << 20, use_numpy=False)
         patient = protocol.wait_data(0)
         hasty = protocol.wait_data(0.01)
-        with pytest.raises(NetworkTimeoutError, match="No complete packet received for 0.01 seconds"):
+        with pytest.raises(NetworkTimeoutError, match=r"No complete packet received for 0\.01 seconds"):
             await hasty
         # The wait with no timeout is still open, and ends with the next packet.
         assert not patient.done()
