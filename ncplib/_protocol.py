@@ -120,10 +120,10 @@ class NCPProtocol(ReceiveCore, asyncio.BufferedProtocol):
         # a peer that trickles bytes of a packet that never completes cannot hold the
         # connection forever (see wait_data).
         self._pending_since: float | None = None
-        # The task waiting for a packet, if one does: its future (None when none waits), when
-        # the wait began (loop time) and its timeout (seconds, 0 for none). Waits of further
-        # tasks at the same time: (future, start, timeout) each, listed (see wait_data); the
-        # shared empty tuple while there are none, as nearly always.
+        # The task waiting for a packet, if one does: its future (None, or a future already
+        # done, when none waits), when the wait began (loop time) and its timeout (seconds, 0
+        # for none). Waits of further tasks at the same time: (future, start, timeout) each,
+        # listed (see wait_data); the shared empty tuple while there are none, as nearly always.
         self._waiter: asyncio.Future[None] | None = None
         self._wait_start = 0.0
         self._wait_timeout = 0.0
@@ -308,7 +308,7 @@ class NCPProtocol(ReceiveCore, asyncio.BufferedProtocol):
         self._deadline_at = due
 
     def _open_waits(self) -> list[Wait]:
-        """The waits not yet ended nor withdrawn, the first one first."""
+        """The waits not yet ended nor withdrawn."""
         waits = [wait for wait in self._waiters if not wait[0].done()]
         waiter = self._waiter
         if waiter is not None and not waiter.done():

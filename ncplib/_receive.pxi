@@ -25,9 +25,9 @@ def _configure_receive(min_read, no_waiters):
 cdef class _ReceiveCore:
     """The per-packet methods of NCPProtocol: ncplib._receive.ReceiveCore, compiled."""
 
-    # In the order of use (a read's callbacks first, then a field's hand-out, then a wait),
-    # the two flags side by side: with many connections each read finds these out of the CPU's
-    # caches, and every cache line the slots span counts.
+    # Roughly in the order of use (a read's callbacks first, then a field's hand-out, then a
+    # wait), the two flags side by side: with many connections each read finds these out of the
+    # CPU's caches, and every cache line the slots span counts.
     cdef public _PacketReader reader
     cdef public object _error
     cdef public object _head

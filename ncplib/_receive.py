@@ -190,6 +190,8 @@ class ReceiveCore:
         waiter = self._new_future()
         start = 0.0
         if timeout > 0:
+            # A float, whatever number was given (as the compiled core keeps it).
+            timeout = float(timeout)
             start = self._time()
             due = start + timeout
             # A wait is the common case, one per packet: the timer armed for an earlier wait

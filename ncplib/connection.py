@@ -152,8 +152,8 @@ class _AsyncFields:
     _connection: Connection
     _packet_type: str | None
     _expected_fields: set[tuple[str, int]] | None
-    # The one (field name, field id) pair when there is one, as nearly always: matched without
-    # a tuple and a set lookup per field. None (and 0) otherwise.
+    # The one (field name, field id) pair of a response the library made for one field, as
+    # nearly always: matched without a tuple and a set lookup per field. None (and 0) otherwise.
     _expected_name: str | None
     _expected_id: int
 
@@ -217,17 +217,6 @@ class _AsyncFields:
             raise StopAsyncIteration from None
 
 
-def _only_pair(expected_fields: set[tuple[str, int]]) -> tuple[str | None, int]:
-    # The one (field name, field id) pair of a response, or (None, 0). Only from a set (the
-    # library's own, never changed after the packet is sent) of one well-formed pair: anything
-    # else a caller passed is matched with ``in``, as before.
-    if isinstance(expected_fields, (set, frozenset)) and len(expected_fields) == 1:
-        (pair,) = expected_fields
-        if type(pair) is tuple and len(pair) == 2 and type(pair[0]) is str:
-            return pair
-    return None, 0
-
-
 class Response(_AsyncFields):
     """
     A response to a NCP packet, returned by :meth:`Connection.send`, :meth:`Connection.send_packet`
@@ -255,7 +244,10 @@ class Response(_AsyncFields):
         self._connection = connection
         self._packet_type = packet_type
         self._expected_fields = expected_fields
-        self._expected_name, self._expected_id = _only_pair(expected_fields)
+        # Matched with ``in`` (the caller's set may change, or define its own membership); a
+        # response the library makes for one field is given its pair instead (_send_packet).
+        self._expected_name = None
+        self._expected_id = 0
 
     # (The same recv for both classes: see _AsyncFields.recv.)
     recv = _AsyncFields.recv
@@ -496,7 +488,13 @@ class Connection(_AsyncFields):
                     self.logger.debug(
                         "Sent field %s %s to %s over NCP", packet_type, name, self.remote_hostname
                     )
-        return Response(self, packet_type, expected)
+        response = Response(self, packet_type, expected)
+        if len(fields) == 1:
+            # The one (field name, field id) pair: matched without a lookup in the set.
+            name, field_id, _ = fields[0]
+            response._expected_name = name
+            response._expected_id = field_id
+        return response
 
     def send_packet(self, packet_type: str, **fields: Mapping[str, Param]) -> Response:
         """

@@ -99,6 +99,17 @@ def test_a_response_returns_only_fields_repeating_its_type_name_and_id() -> None
             pairs = list(sent._expected_fields)
             by_hand = ncplib.Response(connection, "DSPC", pairs)  # type: ignore[arg-type]
             assert dict(await by_hand.recv()) == {"HIT": 1}
+            # A set given by hand is looked up as it is when each field arrives.
+            first = connection.send("DSPC", "SWEP")
+            second = connection.send("DSPC", "SWEP")
+            growing = set(first._expected_fields)
+            watching = ncplib.Response(connection, "DSPC", growing)
+            growing |= second._expected_fields
+            replies = [await watching.recv(), await watching.recv()]
+            assert [field.id for field in replies] == [
+                next(iter(first._expected_fields))[1],
+                next(iter(second._expected_fields))[1],
+            ]
 
     run(main)
 

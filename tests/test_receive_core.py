@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import sys
 from datetime import datetime, timezone
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
 
 import pytest
 
@@ -90,6 +93,18 @@ def test_a_wait_beside_another_keeps_its_own_timeout() -> None:
         assert not patient.done()
         feed(protocol, PACKET)
         assert patient.done() and patient.result() is None
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("timeout", [Fraction(1, 100), Decimal("0.01"), 0.01])
+def test_a_timeout_of_any_real_number_type_is_enforced(timeout: Any) -> None:
+    # Both cores keep the timeout as a float, so its message is formatted alike.
+    async def main() -> None:
+        protocol = NCPProtocol(max_packet_size=1 << 20, use_numpy=False)
+        with pytest.raises(NetworkTimeoutError, match=r"No complete packet received for 0\.01 seconds"):
+            await protocol.wait_data(timeout)
         protocol.connection_lost(None)
 
     asyncio.run(main())
