@@ -882,3 +882,4 @@ def decode_packet(buf, use_numpy=False):
 
 include "_framing.pxi"
 include "_receive.pxi"
+include "_tap.pxi"

@@ -86,9 +86,13 @@ cdef class _ReceiveCore:
         if on_data is not None:
             on_data()
 
-    @cython.cdivision(False)
     def next_packet(self):
         """Decodes the next complete packet, or returns None; see ncplib._receive.ReceiveCore."""
+        return self._next_packet()
+
+    # (Also called from C, by the compiled tap of ncplib.fleet.)
+    @cython.cdivision(False)
+    cdef object _next_packet(self):
         cdef _PacketReader reader = self.reader
         if reader.complete:
             try:

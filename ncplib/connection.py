@@ -33,7 +33,7 @@ from typing import Any
 
 from ncplib._protocol import NCPProtocol
 from ncplib.errors import CommandError, CommandWarning, ConnectionClosed
-from ncplib.packets import Param, encode_packet_buffers
+from ncplib.packets import Packet, Param, encode_packet_buffers
 from ncplib.protocol import (
     FILTERED_PARAMS,
     LOCAL_INFO,
@@ -401,15 +401,7 @@ class Connection(_AsyncFields):
                     )
                 if len(packet_fields) != 1:
                     # Several fields (or none): queued, and handed out in order by the loop.
-                    backlog = deque()
-                    for name, field_id, params in packet_fields:
-                        if debug:
-                            self._log_field(packet_type, name)
-                        field = _dict_new(Field)
-                        _field_init(field, self, packet_type, packet_id, timestamp, name, field_id, params)
-                        backlog.append(field)
-                    if backlog:
-                        self._backlog = backlog
+                    self._queue_fields(packet, debug=debug)
                     continue
                 # One field, the common case: straight out, not through the queue.
                 ((name, field_id, params),) = packet_fields
@@ -424,6 +416,19 @@ class Connection(_AsyncFields):
             ):
                 continue
             return field
+
+    def _queue_fields(self, packet: Packet, *, debug: bool = False) -> None:
+        # The fields of a packet of several (or none), queued to be handed out in order.
+        packet_type, packet_id, timestamp, _info, packet_fields = packet
+        backlog: deque[Field] = deque()
+        for name, field_id, params in packet_fields:
+            if debug:
+                self._log_field(packet_type, name)
+            field = _dict_new(Field)
+            _field_init(field, self, packet_type, packet_id, timestamp, name, field_id, params)
+            backlog.append(field)
+        if backlog:
+            self._backlog = backlog
 
     def _caught_up(self) -> bool:
         """

@@ -17,6 +17,7 @@ import logging
 import pydoc
 import random
 import socket
+import types
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,7 +29,7 @@ from netutil import LOOPS, raw_handshake, raw_server, run, serving
 import ncplib
 from ncplib._protocol import DEFAULT_HIGH_WATER
 from ncplib.fleet import Backoff, run_sharded, shard
-from ncplib.fleet._fleet import TURN
+from ncplib.fleet._tap import TURN
 from ncplib.node import start_node
 
 # How long a test waits for something to happen before it fails (not a timing assertion).
@@ -224,6 +225,8 @@ class FakeConnection:
     def __init__(self, fields: list[str]) -> None:
         self.fields = list(fields)
         self.end: BaseException | None = None
+        # No protocol of ours: the compiled tap leaves such a connection to the fleet's _take.
+        self._protocol = types.SimpleNamespace(last_received=0.0)
 
     def _recv_nowait(self) -> Any:
         if self.fields:
@@ -253,7 +256,8 @@ def test_merger_takes_turns_of_bounded_length() -> None:
         ]:
             node._connection = FakeConnection(fields)  # type: ignore[assignment]
             node._ended = loop.create_future()
-            on_data = fleet._on_data_of(node)
+            on_data = node._on_data
+            assert on_data is not None
             on_data()
             on_data()  # a second call in the same pass changes nothing
         got = []
@@ -290,7 +294,8 @@ def test_merger_takes_a_whole_round_per_pass_of_the_event_loop() -> None:
         for node in fleet.nodes:
             node._connection = FakeConnection(["a", "b"])  # type: ignore[assignment]
             node._ended = loop.create_future()
-            fleet._on_data_of(node)()
+            assert node._on_data is not None
+            node._on_data()
         passes = 0
 
         def tick() -> None:

@@ -1,21 +1,24 @@
 """
 :class:`Fleet`: many nodes in one place, each reconnecting on its own.
 
-How fields travel (the *merger*): each node's protocol calls the node's ``on_data`` callback
-whenever a complete packet may have arrived (and when its connection ends). The callback puts the
-node, once, in a ring of ready nodes and, if the consumer sleeps, resolves the one future it
-sleeps on, so the consumer is woken at most once per pass of the event loop however many
-fields arrive. The consumer then takes fields with ``Connection._recv_nowait`` (never waiting)
-from the node at the head of the ring: at most :data:`TURN` fields, then the next node has its
-turn (a fast node cannot starve a slow one). A node leaves the ring once it has nothing complete
-to read. After one round over the nodes that were ready when it began, the consumer lets the
-event loop run once: it takes from every connection about what one pass of the loop reads, so
-it keeps up with a thousand connections instead of falling behind a fixed budget per pass.
-Fields a lagging consumer has not taken stay in their connection, which stops reading at
-its high-water mark, so TCP slows the node down and memory stays bounded.
+How fields travel (the *merger*): each node's protocol calls the node's tap (its ``on_data``
+callback, :mod:`ncplib.fleet._tap`) whenever a complete packet may have arrived, and when its
+connection ends. While the consumer waits for fields, the tap takes the node's fields itself
+(with ``Connection._recv_nowait``, never waiting; at most :data:`TURN` of them) into the fleet's
+batch and resolves the one future the consumer sleeps on, so the consumer is woken at most once
+per pass of the event loop however many fields arrive. While the consumer is busy, or a node has
+more than a turn to read, the tap puts the node, once, in a ring of ready nodes instead, and the
+consumer takes fields from the node at the head of the ring: at most :data:`TURN` fields, then
+the next node has its turn (a fast node cannot starve a slow one). A node leaves the ring once
+it has nothing complete to read. After one round over the nodes that were ready when it began,
+the consumer lets the event loop run once: it takes from every connection about what one pass
+of the loop reads, so it keeps up with a thousand connections instead of falling behind a fixed
+budget per pass. At most ``BATCH`` fields are taken ahead; fields a lagging consumer has not
+taken stay in their connection, which stops reading at its high-water mark, so TCP slows the
+node down and memory stays bounded.
 
 Each node has one task, idle while the node is connected: it connects, sends the
-subscriptions, waits for the connection to end (the consumer reports the end once it has taken
+subscriptions, waits for the connection to end (the merger reports the end once it has taken
 every field received before it, so a node's fields stay in order across reconnects), then waits
 a backoff delay and connects again. A single periodic check, not one timer per node, closes
 connections that received no complete packet for their negotiated timeout.
@@ -30,7 +33,7 @@ import random
 import ssl as _ssl
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any
@@ -40,6 +43,7 @@ from ncplib.connection import Connection, Field
 from ncplib.errors import AuthenticationError, CommandError, NetworkTimeoutError
 from ncplib.fleet._backoff import Backoff, check_bounds
 from ncplib.fleet._node import Address, Node, parse_address
+from ncplib.fleet._tap import BATCH, TURN, Tap
 from ncplib.framing import DEFAULT_MAX_PACKET_SIZE
 from ncplib.packets import Param, encode_packet
 
@@ -50,14 +54,10 @@ logger = logging.getLogger("ncplib.fleet")
 
 #: The default ``high_water`` of a fleet's connections, in bytes.
 DEFAULT_FLEET_HIGH_WATER = 512 * 1024
-#: The most fields taken from one node before the next ready node has its turn.
-TURN = 16
 # The consumer lets the event loop run after each round over the nodes ready when the round
 # began (so it takes from every connection about as much as arrives in one pass of the loop),
 # and at least once every this many fields, so that timers (keep-alives) run in a long round.
 _MOST_UNYIELDED = 8192
-# The most fields taken ahead (decoded, waiting in the fleet to be handed out).
-_BATCH = 256
 # Seconds between two checks for silent nodes (the negotiated timeout is at least 5 s).
 _CHECK_INTERVAL = 1.0
 _UTC = timezone.utc
@@ -190,8 +190,11 @@ class Fleet:
         self._random = rng if rng is not None else random.Random()
         self._subscriptions: dict[tuple[str, str], dict[str, Param]] = {}
         self._ready: deque[Node] = deque()
-        # Fields taken from a node in its turn and not yet handed out, in order.
+        # Fields taken from the nodes (in their turns, or by their taps) and not yet handed out,
+        # in order.
         self._batch: deque[tuple[Node, Field]] = deque()
+        for node in self._nodes:
+            node._on_data = Tap(self, node, self._batch, self._ready)
         self._round_left = 0
         # When the round over the ready nodes began (event-loop time).
         self._round_began = 0.0
@@ -302,7 +305,6 @@ class Fleet:
         for node in self._nodes:
             # Down since the fleet started.
             node.changed = now
-            node._on_data = self._on_data_of(node)
             self._tasks.append(loop.create_task(self._run_node(node)))
         self._check_handle = loop.call_at(loop.time() + _CHECK_INTERVAL, self._check_silent)
 
@@ -382,7 +384,7 @@ class Fleet:
                         self._round_left = len(ready)
                         self._round_began = loop.time()
                 # Turns of several nodes at once: the fields then go out without a coroutine each.
-                while ready and self._round_left > 0 and len(batch) < _BATCH:
+                while ready and self._round_left > 0 and len(batch) < BATCH:
                     self._take_turn(ready[0], batch)
         finally:
             self._consuming = False
@@ -394,10 +396,25 @@ class Fleet:
         if connection is None:  # pragma: no cover - queued only while connected
             self._unqueue(node)
             return
+        before = len(batch)
+        if self._take(node, connection, batch, TURN):
+            # Caught up (or ended): the node's protocol calls on_data (and so queues it again)
+            # when a packet arrives or the connection ends.
+            self._unqueue(node)
+            # For _check_silent, when the round began is close enough (well within a second).
+            node._idle_since = self._round_began
+        else:
+            self._ready.rotate(-1)
+            self._round_left -= 1
+        self._unyielded += len(batch) - before
+
+    def _take(self, node: Node, connection: Connection, batch: deque[tuple[Node, Field]], limit: int) -> bool:
+        # Takes up to ``limit`` fields of the node into the batch (for its turn, or for its tap:
+        # see ncplib.fleet._tap). True once the node has nothing more to read for now (caught up,
+        # or its connection ended and the end is reported).
         recv = connection._recv_nowait
         taken = 0
-        got = 0
-        while taken < TURN:
+        while taken < limit:
             try:
                 field = recv()
             except CommandError as ex:
@@ -407,50 +424,23 @@ class Fleet:
             except Exception as ex:
                 # The connection ended (ConnectionClosed, NetworkError, DecodeError, ...) after
                 # every field received before the end was taken.
-                self._unqueue(node)
                 self._end(node, ex)
-                break
-            if field is not None:
-                batch.append((node, field))
-                taken += 1
-                got += 1
-                # Most reads bring one packet: asking the connection whether it has caught up
-                # spares a call of recv that would find nothing.
-                if not connection._caught_up():
-                    continue
-            # Caught up: the node's protocol calls on_data (and so queues it again) when a
-            # packet arrives or the connection ends.
-            self._unqueue(node)
-            # For _check_silent, when the round began is close enough (well within a second).
-            node._idle_since = self._round_began
-            break
-        else:
-            self._ready.rotate(-1)
-            self._round_left -= 1
-        self._unyielded += got
+                return True
+            if field is None:
+                return True
+            batch.append((node, field))
+            taken += 1
+            # Most reads bring one packet: asking the connection whether it has caught up
+            # spares a call of recv that would find nothing.
+            if connection._caught_up():
+                return True
+        return False
 
     def _unqueue(self, node: Node) -> None:
         # The node is at the head of the ring.
         self._ready.popleft()
         node._queued = False
         self._round_left -= 1
-
-    def _on_data_of(self, node: Node) -> Callable[[], None]:
-        """The callback that ``node``'s protocols call on data (``NCPProtocol.on_data``)."""
-        ready = self._ready
-
-        def on_data() -> None:
-            # Called possibly many times per pass of the event loop: cheap. Queues the node
-            # (once) and wakes the consumer if it sleeps.
-            if node._queued:
-                return
-            node._queued = True
-            ready.append(node)
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-
-        return on_data
 
     def _wake_consumer(self) -> None:
         waiter = self._waiter
