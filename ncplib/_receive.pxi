@@ -136,6 +136,10 @@ cdef class _ReceiveCore:
         return waiter
 
     def _has_news(self):
+        return self._news()
+
+    # (Also called from C, by the compiled tap of ncplib.fleet.)
+    cdef inline bint _news(self):
         return self.reader.complete or self._read_paused or self._lost or self._error is not None
 
     cdef _release_waits(self):

@@ -126,6 +126,6 @@ cdef class _Tap:
             self.batch.append((self.node, field))
             taken += 1
             # Caught up (Connection._caught_up: no backlog, nothing new in the protocol)?
-            if not (core.reader.complete or core._read_paused or core._lost or core._error is not None):
+            if not core._news():
                 return True
         return False
