@@ -11,6 +11,8 @@ and shows what changes in the library do. Three shapes:
   wake-up per field);
 - ``Fleet``: the same packets, taken by one ``async for node, field in fleet`` loop over an
   :class:`ncplib.Fleet` whose nodes connect to these in-process connections (one wake-up per pass);
+  and again with one node's packet per pass, the nodes in turn (one wake-up per field, as when
+  packets arrive spread out over time);
 - ``backlog``: one connection gets 64 small fields (256 u8 bins) per read, read back to back.
 
 A ``wake-up`` line gives the floor of the fleet shape: a task per connection awaiting a bare
@@ -136,7 +138,7 @@ async def fleet(connections: int) -> float:
     return await _per_field(tasks, FIELDS // connections, deliver, received)
 
 
-async def merged(connections: int) -> float:
+async def merged(connections: int, one_per_pass: bool = False) -> float:
     packet = _packet(4000, 5)
     protocols: list[NCPProtocol] = []
 
@@ -155,15 +157,22 @@ async def merged(connections: int) -> float:
             field["PDAT"]
             received[0] += 1
 
+    turn = [0]
+
     def deliver() -> None:
+        if one_per_pass:
+            _feed(protocols[turn[0] % connections], packet)
+            turn[0] += 1
+            return
         for protocol in protocols:
             _feed(protocol, packet)
 
+    passes = FIELDS if one_per_pass else FIELDS // connections
     async with fleet:
         while not all(node.connected for node in fleet.nodes):  # noqa: ASYNC110 (polls node state)
             await asyncio.sleep(0)
         task = asyncio.create_task(consume())
-        result = await _per_field([task], FIELDS // connections, deliver, received)
+        result = await _per_field([task], passes, deliver, received)
     return result
 
 
@@ -214,6 +223,7 @@ def main() -> None:
     cases = {
         f"fleet, {args.connections} connections": lambda: fleet(args.connections),
         f"Fleet, {args.connections} nodes": lambda: merged(args.connections),
+        f"Fleet, {args.connections} nodes, one field per pass": lambda: merged(args.connections, True),
         f"wake-up floor, {args.connections} connections": lambda: wake_up(args.connections),
         "backlog, array mode": lambda: backlog(False),
     }
