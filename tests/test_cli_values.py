@@ -6,7 +6,7 @@ import pytest
 
 from ncplib import _wire as w
 from ncplib.cli._errors import UsageError
-from ncplib.cli._values import parse_address, parse_param, parse_value
+from ncplib.cli._values import parse_param, parse_value
 from ncplib.values import f64, i64, u32, u64
 
 
@@ -63,27 +63,6 @@ def test_parse_param() -> None:
         parse_param("fsta=1")
     with pytest.raises(UsageError, match="1 to 4"):
         parse_param("TOOLONG=1")
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("node", ("node", 9999)),
-        ("node:1234", ("node", 1234)),
-        ("10.0.0.1:80", ("10.0.0.1", 80)),
-        ("::1", ("::1", 9999)),
-        ("[::1]", ("::1", 9999)),
-        ("[::1]:443", ("::1", 443)),
-    ],
-)
-def test_parse_address(text: str, expected: tuple[str, int]) -> None:
-    assert parse_address(text) == expected
-
-
-@pytest.mark.parametrize("text", [":80", "node:0", "node:70000", "node:http", "[::1"])
-def test_parse_address_errors(text: str) -> None:
-    with pytest.raises(UsageError):
-        parse_address(text)
 
 
 # The command.

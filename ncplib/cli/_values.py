@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ncplib import _wire as w
+from ncplib._address import split_address
 from ncplib._wire import DEFAULT_PORT
 from ncplib.cli._errors import UsageError
 from ncplib.values import f64, i64, u32, u64
@@ -16,28 +17,19 @@ _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z")
 
 def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
     """
-    Splits ``HOST[:PORT]`` (``[IPv6]:PORT`` for IPv6 addresses with a port).
+    Splits ``HOST[:PORT]`` (``[IPv6]:PORT`` for IPv6 addresses with a port; a bare IPv6 address
+    is a host without a port), as :class:`ncplib.Fleet` reads an address.
 
     :param str text: The address.
     :param int default_port: The port when none is given.
-    :raises UsageError: if the host is empty or the port is not a number from 1 to 65535.
+    :raises UsageError: if the address is not one of those forms, its host is empty or not a host
+        name or IP address, or its port is not a number from 1 to 65535.
     :returns: ``(host, port)``.
     """
-    host, port_text = text, ""
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0 or (end + 1 < len(text) and text[end + 1] != ":"):
-            raise UsageError(f"invalid address {text!r}: use [IPv6] or [IPv6]:PORT")
-        host, port_text = text[1:end], text[end + 2 :]
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    if not host:
-        raise UsageError(f"invalid address {text!r}: no host")
-    if not port_text:
-        return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise UsageError(f"invalid port {port_text!r}: use a number from 1 to 65535")
-    return host, int(port_text)
+    try:
+        return split_address(text, default_port)
+    except ValueError as ex:
+        raise UsageError(str(ex)) from None
 
 
 def _parse_int(text: str, ncp_type: str) -> int:

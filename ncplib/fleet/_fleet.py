@@ -83,11 +83,14 @@ class Fleet:
     its last field and only then does the node reconnect: keep looping. Leaving the block (or :meth:`close`)
     closes every connection; the loop then ends.
 
-    :param addresses: The nodes: ``"host"``, ``"host:port"``, ``"[IPv6]:port"`` or ``(host,
-        port)`` pairs. The port defaults as in :func:`ncplib.connect` (9999; 443 with ``ssl``;
-        80 with ``username``/``password``). Each entry is one :class:`Node` with a connection of
-        its own: an address listed twice is connected twice (as load tests do). A list (any
-        iterable but a string), at least one address; a pair's port is an :class:`int`.
+    :param addresses: The nodes: ``"host"``, ``"host:port"``, ``"[IPv6]:port"`` (a bare IPv6
+        address, ``"fe80::1"``, is a host without a port) or ``(host, port)`` pairs; anything
+        else (a scheme such as ``tcp://``, a second port, a character no host name has) is
+        refused here, not retried as a name lookup for ever. The port defaults as in
+        :func:`ncplib.connect` (9999; 443 with ``ssl``; 80 with ``username``/``password``).
+        Each entry is one :class:`Node` with a connection of its own: an address listed twice
+        is connected twice (as load tests do). A list (any iterable but a string), at least one
+        address; a pair's port is an :class:`int`.
     :param int timeout: Proposed to each node as the connection's timeout in seconds (the node
         may change it, 5 to 60 for an ncplib server); a connection that receives no complete
         packet for the negotiated timeout (bytes trickling in do not count, as for

@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ncplib._address import check_host, split_address
+
 if TYPE_CHECKING:  # pragma: no cover
     from ncplib.connection import Connection
 
@@ -21,9 +23,11 @@ def parse_address(address: Address, default_port: int) -> tuple[str, str, int]:
     """
     Splits an address into its text (as the node's :attr:`Node.address`), host and port.
 
-    A bare IPv6 address (more than one colon, no brackets) is a host without a port.
+    A string is read by ``ncplib._address.split_address`` (a bare IPv6 address is a host without
+    a port); a pair's host is a host name or an IP address, IPv6 without brackets.
 
-    :raises ValueError: if the host is empty or the port not a number from 1 to 65535.
+    :raises ValueError: if the address is not one of those forms, its host is empty or not a host
+        name or IP address, or its port is not a number from 1 to 65535.
     :raises TypeError: if ``address`` is neither a string nor a ``(host, port)`` pair, or a
         pair's port is not an :class:`int` (write ``"host:port"`` for a port as text).
     :returns: ``(text, host, port)``.
@@ -31,44 +35,19 @@ def parse_address(address: Address, default_port: int) -> tuple[str, str, int]:
     if isinstance(address, tuple):
         if len(address) != 2 or not isinstance(address[0], str):
             raise TypeError(f"an address pair is (host, port), not {address!r}")
-        host, port_value = address
-        if isinstance(port_value, bool) or not isinstance(port_value, int):
-            raise TypeError(
-                f"the port of an address pair is an int, not {type(port_value).__name__}: {address!r}"
-            )
-        text = f"[{host}]:{port_value}" if ":" in host else f"{host}:{port_value}"
-        port = _port(port_value, address)
-    elif isinstance(address, str):
+        host, port = address
+        if isinstance(port, bool) or not isinstance(port, int):
+            raise TypeError(f"the port of an address pair is an int, not {type(port).__name__}: {address!r}")
+        check_host(host, address)
+        if not 0 < port < 65536:
+            raise ValueError(f"invalid port in address {address!r}: use a number from 1 to 65535")
+        text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return text, host, port
+    if isinstance(address, str):
         text = address.strip()
-        port_text: str | None = None
-        if text.startswith("["):
-            end = text.find("]")
-            rest = text[end + 1 :]
-            if end < 0 or (rest and not rest.startswith(":")):
-                raise ValueError(f"invalid address {address!r}")
-            host = text[1:end]
-            port_text = rest[1:] if rest else None
-        elif text.count(":") == 1:
-            host, port_text = text.split(":")
-        else:
-            host = text
-        port = default_port if port_text is None else _port(port_text, address)
-    else:
-        raise TypeError(f"an address is a str or a (host, port) pair, not {type(address).__name__}")
-    if not host:
-        raise ValueError(f"no host in address {address!r}")
-    return text, host, port
-
-
-def _port(value: int | str, address: object) -> int:
-    port = 0
-    try:
-        port = int(value)
-    except ValueError:
-        pass
-    if not 0 < port < 65536:
-        raise ValueError(f"invalid port in address {address!r}")
-    return port
+        host, port = split_address(text, default_port)
+        return text, host, port
+    raise TypeError(f"an address is a str or a (host, port) pair, not {type(address).__name__}")
 
 
 class Node:

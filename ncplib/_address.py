@@ -1,0 +1,86 @@
+"""
+A node's host and port from an address as a user writes it: the one definition for
+:class:`ncplib.Fleet` and the command line.
+
+The forms are those of URLs without a scheme (RFC 3986, section 3.2.2): ``"host"``,
+``"host:port"``, and for an IPv6 address ``"[IPv6]"`` or ``"[IPv6]:port"``. A bare IPv6 address
+(``"fe80::1"``, no brackets) is also taken, as a host without a port. Anything else is refused
+up front, so a typing error (a scheme, a second port, a stray character) fails at once instead
+of as a name lookup retried for ever.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+__all__ = ["split_address", "check_host"]
+
+# What a host name (or an IPv4 address) is made of: letters (internationalised names too),
+# digits, hyphens, dots, and the underscores some internal names have.
+_NAME_PUNCTUATION = frozenset("-._")
+
+
+def split_address(text: str, default_port: int) -> tuple[str, int]:
+    """
+    Splits an address into its host and port.
+
+    :param text: ``"host"``, ``"host:port"``, ``"[IPv6]"``, ``"[IPv6]:port"`` or a bare IPv6
+        address.
+    :param default_port: The port when the address has none.
+    :raises ValueError: if the address is none of those forms, its host is empty or not a host
+        name or IP address, or its port is not a number from 1 to 65535; the message says which.
+    :returns: ``(host, port)``, the host without brackets.
+    """
+    port_text: str | None = None
+    if text.startswith("["):
+        end = text.find("]")
+        rest = text[end + 1 :] if end >= 0 else ""
+        if end < 0 or (rest and not rest.startswith(":")):
+            raise ValueError(f"invalid address {text!r}: write [IPv6] or [IPv6]:port")
+        host = text[1:end]
+        if host and not _is_ipv6(host):
+            raise ValueError(f"invalid address {text!r}: brackets are for an IPv6 address, as in [::1]:9999")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    elif ":" in text and not _is_ipv6(text):
+        hint = " (without a scheme such as tcp://)" if "://" in text else ""
+        raise ValueError(f"invalid address {text!r}: write host, host:port or [IPv6]:port{hint}")
+    else:
+        host = text
+    check_host(host, text)
+    if port_text is None:
+        return host, default_port
+    if not (port_text.isascii() and port_text.isdigit() and 0 < int(port_text) < 65536):
+        raise ValueError(f"invalid port in address {text!r}: use a number from 1 to 65535")
+    return host, int(port_text)
+
+
+def check_host(host: str, address: object) -> None:
+    """
+    Checks that ``host`` is a host name, an IPv4 address or an IPv6 address (without brackets).
+
+    :param address: The address it comes from, for the message.
+    :raises ValueError: if it is empty or has a character no host name or IP address has.
+    """
+    if not host:
+        raise ValueError(f"invalid address {address!r}: no host")
+    if ":" in host:
+        if not _is_ipv6(host):
+            raise ValueError(f"invalid host {host!r} in address {address!r}: not an IPv6 address")
+        return
+    for char in host:
+        if not (char.isalnum() or char in _NAME_PUNCTUATION):
+            raise ValueError(
+                f"invalid host {host!r} in address {address!r}: a host name has only letters, "
+                f"digits, '-', '_' and '.', not {char!r}"
+            )
+
+
+def _is_ipv6(text: str) -> bool:
+    # With a zone (fe80::1%eth0) too.
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
