@@ -169,6 +169,23 @@ def test_iterating_an_unstarted_fleet_is_an_error() -> None:
     run(main)
 
 
+def test_starting_wrongly_says_how_to_start() -> None:
+    # Outside a coroutine: not asyncio's bare "no running event loop".
+    with pytest.raises(RuntimeError, match="from a coroutine"):
+        ncplib.Fleet(["127.0.0.1"]).start()
+
+    async def main() -> None:
+        fleet = ncplib.Fleet([("127.0.0.1", closed_port())], reconnect_delay=(0.05, 0.1))
+        async with fleet:
+            with pytest.raises(RuntimeError, match="already started"):
+                fleet.start()
+        with pytest.raises(RuntimeError, match="closed and cannot be started again"):
+            async with fleet:
+                pass  # pragma: no cover - not entered
+
+    run(main)
+
+
 def test_a_second_consumer_is_an_error_and_the_first_goes_on() -> None:
     async def main() -> None:
         fleet = ncplib.Fleet([("127.0.0.1", closed_port())], reconnect_delay=(0.05, 0.1))

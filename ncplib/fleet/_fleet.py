@@ -299,8 +299,15 @@ class Fleet:
         :raises RuntimeError: if the fleet was started before, or no event loop is running.
         """
         if self._started:
+            if self._closing:
+                raise RuntimeError("This Fleet was closed and cannot be started again: make a new one")
             raise RuntimeError("Fleet already started")
-        loop = asyncio.get_running_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "Start a Fleet from a coroutine, in a running event loop: async with fleet: ..."
+            ) from None
         self._started = True
         self._loop = loop
         self._connecting = asyncio.Semaphore(self._max_connecting)
