@@ -15,8 +15,8 @@ import ipaddress
 
 __all__ = ["split_address", "check_host"]
 
-# What a host name (or an IPv4 address) is made of: letters (internationalised names too),
-# digits, hyphens, dots, and the underscores some internal names have.
+# What a host name (or an IPv4 address) is made of besides ASCII letters and digits: hyphens,
+# dots, and the underscores some internal names have. (Non-ASCII characters are left to IDNA.)
 _NAME_PUNCTUATION = frozenset("-._")
 
 
@@ -31,6 +31,8 @@ def split_address(text: str, default_port: int) -> tuple[str, int]:
         name or IP address, or its port is not a number from 1 to 65535; the message says which.
     :returns: ``(host, port)``, the host without brackets.
     """
+    if "://" in text:
+        raise ValueError(f"invalid address {text!r}: write it without a scheme such as tcp://")
     port_text: str | None = None
     if text.startswith("["):
         end = text.find("]")
@@ -44,14 +46,15 @@ def split_address(text: str, default_port: int) -> tuple[str, int]:
     elif text.count(":") == 1:
         host, port_text = text.split(":")
     elif ":" in text and not _is_ipv6(text):
-        hint = " (without a scheme such as tcp://)" if "://" in text else ""
-        raise ValueError(f"invalid address {text!r}: write host, host:port or [IPv6]:port{hint}")
+        raise ValueError(f"invalid address {text!r}: write host, host:port or [IPv6]:port")
     else:
         host = text
     check_host(host, text)
     if port_text is None:
         return host, default_port
-    if not (port_text.isascii() and port_text.isdigit() and 0 < int(port_text) < 65536):
+    if not (
+        port_text.isascii() and port_text.isdigit() and len(port_text) <= 5 and 0 < int(port_text) < 65536
+    ):
         raise ValueError(f"invalid port in address {text!r}: use a number from 1 to 65535")
     return host, int(port_text)
 
@@ -70,11 +73,26 @@ def check_host(host: str, address: object) -> None:
             raise ValueError(f"invalid host {host!r} in address {address!r}: not an IPv6 address")
         return
     for char in host:
-        if not (char.isalnum() or char in _NAME_PUNCTUATION):
+        if char.isascii() and not (char.isalnum() or char in _NAME_PUNCTUATION):
             raise ValueError(
                 f"invalid host {host!r} in address {address!r}: a host name has only letters, "
                 f"digits, '-', '_' and '.', not {char!r}"
             )
+    # Labels as DNS has them (RFC 1035, 2.3.4; an internationalised one as IDNA encodes it):
+    # none empty (but for the root's, a final dot), none over 63 bytes, 253 in all.
+    name = host[:-1] if host.endswith(".") else host
+    for label in name.split("."):
+        try:
+            encoded = label.encode("idna")
+        except UnicodeError:
+            encoded = b""
+        if not encoded or len(encoded) > 63 or label.startswith("-") or label.endswith("-"):
+            raise ValueError(
+                f"invalid host {host!r} in address {address!r}: each part between dots is 1 to "
+                f"63 letters, digits, '-' or '_', not starting or ending with '-'"
+            )
+    if len(name) > 253:
+        raise ValueError(f"invalid host {host!r} in address {address!r}: longer than 253 characters")
 
 
 def _is_ipv6(text: str) -> bool:

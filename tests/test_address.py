@@ -19,11 +19,21 @@ GOOD = [
     ("fe80::1%eth0", ("fe80::1%eth0", 9999)),
     ("[::1]", ("::1", 9999)),
     ("[2001:db8::7]:7000", ("2001:db8::7", 7000)),
+    ("node.example.org.", ("node.example.org.", 9999)),
+    ("\u0939\u093f\u0928\u094d\u0926\u0940.com", ("\u0939\u093f\u0928\u094d\u0926\u0940.com", 9999)),
+    ("cafe\u0301.fr:80", ("cafe\u0301.fr", 80)),
 ]
 
 # Each with what the message must say.
 BAD = [
     ("tcp://127.0.0.1:19901", "without a scheme"),
+    ("http://node", "without a scheme"),
+    (".", "between dots"),
+    ("node..x", "between dots"),
+    ("-node", "between dots"),
+    ("a" * 64 + ".org", "between dots"),
+    (".".join(["a" * 60] * 5), "longer than 253"),
+    ("node:" + "0" * 5000 + "80", "1 to 65535"),
     ("127.0.0.1:19901:1", "host:port or \\[IPv6\\]:port"),
     ("127.0.0.1;19901", "not ';'"),
     ("node 12", "not ' '"),

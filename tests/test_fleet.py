@@ -182,6 +182,12 @@ def test_starting_wrongly_says_how_to_start() -> None:
         with pytest.raises(RuntimeError, match="closed and cannot be started again"):
             async with fleet:
                 pass  # pragma: no cover - not entered
+        # Closed before it was ever started, too.
+        never = ncplib.Fleet(["127.0.0.1"])
+        never.close()
+        with pytest.raises(RuntimeError, match="closed and cannot be started again"):
+            async with never:
+                pass  # pragma: no cover - not entered
 
     run(main)
 

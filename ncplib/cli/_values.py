@@ -27,7 +27,7 @@ def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int
     :returns: ``(host, port)``.
     """
     try:
-        return split_address(text, default_port)
+        return split_address(text.strip(), default_port)
     except ValueError as ex:
         raise UsageError(str(ex)) from None
 

@@ -83,7 +83,7 @@ class Fleet:
     its last field and only then does the node reconnect: keep looping. Leaving the block (or :meth:`close`)
     closes every connection; the loop then ends.
 
-    :param addresses: The nodes: ``"host"``, ``"host:port"``, ``"[IPv6]:port"`` (a bare IPv6
+    :param addresses: The nodes: ``"host"``, ``"host:port"``, ``"[IPv6]"``, ``"[IPv6]:port"`` (a bare IPv6
         address, ``"fe80::1"``, is a host without a port) or ``(host, port)`` pairs; anything
         else (a scheme such as ``tcp://``, a second port, a character no host name has) is
         refused here, not retried as a name lookup for ever. The port defaults as in
@@ -298,9 +298,9 @@ class Fleet:
 
         :raises RuntimeError: if the fleet was started before, or no event loop is running.
         """
+        if self._closing:
+            raise RuntimeError("This Fleet was closed and cannot be started again: make a new one")
         if self._started:
-            if self._closing:
-                raise RuntimeError("This Fleet was closed and cannot be started again: make a new one")
             raise RuntimeError("Fleet already started")
         try:
             loop = asyncio.get_running_loop()
