@@ -64,7 +64,9 @@ def check_host(host: str, address: object) -> None:
     Checks that ``host`` is a host name, an IPv4 address or an IPv6 address (without brackets).
 
     :param address: The address it comes from, for the message.
-    :raises ValueError: if it is empty or has a character no host name or IP address has.
+    :raises ValueError: if it is empty, has a character no host name or IP address has, has a
+        colon but is not an IPv6 address, has an empty label (``node..x``), a label over 63
+        bytes (as IDNA encodes it) or one starting or ending with ``-``, or is over 253 characters.
     """
     if not host:
         raise ValueError(f"invalid address {address!r}: no host")

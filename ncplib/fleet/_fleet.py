@@ -296,7 +296,8 @@ class Fleet:
         """
         Starts connecting every node in the background (``async with`` calls it).
 
-        :raises RuntimeError: if the fleet was started before, or no event loop is running.
+        :raises RuntimeError: if the fleet was started or closed before, or no event loop is
+            running.
         """
         if self._closing:
             raise RuntimeError("This Fleet was closed and cannot be started again: make a new one")
