@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 
-__all__ = ["split_address", "check_host"]
+__all__ = ["split_address", "check_host", "check_port"]
 
 # What a host name (or an IPv4 address) is made of besides ASCII letters and digits: hyphens,
 # dots, and the underscores some internal names have. (Non-ASCII characters are left to IDNA.)
@@ -40,23 +40,33 @@ def split_address(text: str, default_port: int) -> tuple[str, int]:
         if end < 0 or (rest and not rest.startswith(":")):
             raise ValueError(f"invalid address {text!r}: write [IPv6] or [IPv6]:port")
         host = text[1:end]
-        if host and not _is_ipv6(host):
+        if host and ":" not in host:
             raise ValueError(f"invalid address {text!r}: brackets are for an IPv6 address, as in [::1]:9999")
         port_text = rest[1:] if rest else None
     elif text.count(":") == 1:
         host, port_text = text.split(":")
-    elif ":" in text and not _is_ipv6(text):
-        raise ValueError(f"invalid address {text!r}: write host, host:port or [IPv6]:port")
     else:
+        # A host alone: a name, an IPv4 address or a bare IPv6 address (check_host tells).
         host = text
     check_host(host, text)
     if port_text is None:
         return host, default_port
-    if not (
-        port_text.isascii() and port_text.isdigit() and len(port_text) <= 5 and 0 < int(port_text) < 65536
-    ):
-        raise ValueError(f"invalid port in address {text!r}: use a number from 1 to 65535")
-    return host, int(port_text)
+    # Only ASCII digits (int() would take '+80', ' 80' or other scripts' digits), and few of them.
+    digits = port_text.isascii() and port_text.isdigit() and len(port_text) <= 5
+    return host, check_port(int(port_text) if digits else 0, text)
+
+
+def check_port(port: int, address: object) -> int:
+    """
+    Checks that ``port`` is a TCP port a node can listen on.
+
+    :param address: The address it comes from, for the message.
+    :raises ValueError: if it is not from 1 to 65535.
+    :returns: ``port``.
+    """
+    if not 0 < port < 65536:
+        raise ValueError(f"invalid port in address {address!r}: use a number from 1 to 65535")
+    return port
 
 
 def check_host(host: str, address: object) -> None:
@@ -72,7 +82,10 @@ def check_host(host: str, address: object) -> None:
         raise ValueError(f"invalid address {address!r}: no host")
     if ":" in host:
         if not _is_ipv6(host):
-            raise ValueError(f"invalid host {host!r} in address {address!r}: not an IPv6 address")
+            raise ValueError(
+                f"invalid host {host!r} in address {address!r}: not an IPv6 address"
+                " (write host, host:port or [IPv6]:port)"
+            )
         return
     for char in host:
         if char.isascii() and not (char.isalnum() or char in _NAME_PUNCTUATION):

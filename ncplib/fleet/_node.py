@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ncplib._address import check_host, split_address
+from ncplib._address import check_host, check_port, split_address
 
 if TYPE_CHECKING:  # pragma: no cover
     from ncplib.connection import Connection
@@ -39,8 +39,7 @@ def parse_address(address: Address, default_port: int) -> tuple[str, str, int]:
         if isinstance(port, bool) or not isinstance(port, int):
             raise TypeError(f"the port of an address pair is an int, not {type(port).__name__}: {address!r}")
         check_host(host, address)
-        if not 0 < port < 65536:
-            raise ValueError(f"invalid port in address {address!r}: use a number from 1 to 65535")
+        check_port(port, address)
         text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         return text, host, port
     if isinstance(address, str):
