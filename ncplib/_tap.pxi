@@ -6,7 +6,7 @@
 # without the calls of Fleet._take and Connection._recv_nowait; every other case goes to
 # Fleet._take, before anything of it is taken here.
 
-from ncplib.errors import CommandError
+from ncplib.errors import CommandError, CommandWarning
 
 cdef extern from "Python.h":
     int PyDict_MergeFromSeq2(object a, object seq2, int override) except -1
@@ -119,7 +119,7 @@ cdef class _Tap:
                 try:
                     if connection._skip(field):
                         continue
-                except CommandError as ex:
+                except (CommandError, CommandWarning) as ex:
                     taken += 1
                     self.fleet._command_error(self.node, ex)
                     continue

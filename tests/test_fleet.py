@@ -17,6 +17,7 @@ import logging
 import pydoc
 import random
 import socket
+import ssl
 import types
 import zlib
 from collections.abc import Awaitable, Callable
@@ -143,6 +144,17 @@ def test_misused_arguments_fail_up_front_with_a_clear_error() -> None:
             ncplib.Fleet(["127.0.0.1"], high_water=high_water)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="high_water must be >= 1"):
         ncplib.Fleet(["127.0.0.1"], high_water=0)
+    # The other arguments of connect() that would otherwise fail at every attempt, for ever.
+    for timeout in [None, "10", True]:
+        with pytest.raises(TypeError, match="timeout must be a number of seconds"):
+            ncplib.Fleet(["127.0.0.1"], timeout=timeout)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_packet_size must be at least 40"):
+        ncplib.Fleet(["127.0.0.1"], max_packet_size=0)
+    with pytest.raises(TypeError, match="max_packet_size must be an int"):
+        ncplib.Fleet(["127.0.0.1"], max_packet_size=1.5e6)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"ssl must be a bool or an ssl\.SSLContext"):
+        ncplib.Fleet(["127.0.0.1"], ssl="yes")  # type: ignore[arg-type]
+    ncplib.Fleet(["127.0.0.1"], timeout=2.5, max_packet_size=40, ssl=ssl.create_default_context())
 
     # Any integer type (numpy's integers have __index__ too); a mark beyond any size means no limit.
     class Count:
@@ -165,6 +177,10 @@ def test_iterating_an_unstarted_fleet_is_an_error() -> None:
     async def main() -> None:
         with pytest.raises(RuntimeError, match="async with"):
             await ncplib.Fleet(["127.0.0.1"]).__anext__()
+        # Closed before it was started: the loop ends, as it does once any fleet is closed.
+        fleet = ncplib.Fleet(["127.0.0.1"])
+        fleet.close()
+        assert [item async for item in fleet] == []
 
     run(main)
 
@@ -237,6 +253,21 @@ def test_shard_splits_evenly_in_order() -> None:
 def test_run_sharded_refuses_no_processes_by_its_own_name() -> None:
     with pytest.raises(ValueError, match="processes must be >= 1"):
         run_sharded(count_fields, ["127.0.0.1:1"], 0)
+    # A single address, not a list of them; no address at all.
+    with pytest.raises(TypeError, match="iterable of addresses"):
+        run_sharded(count_fields, "127.0.0.1:1", 2)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least one address"):
+        run_sharded(count_fields, [], 2)
+
+
+async def given_shard(addresses: list[str]) -> list[str]:
+    """A sharded worker that connects nowhere: the addresses it was given."""
+    return addresses
+
+
+def test_run_sharded_gives_no_worker_an_empty_shard() -> None:
+    # Fewer addresses than processes: one worker per address (any iterable of them).
+    assert run_sharded(given_shard, (address for address in ["a:1", "b:2"]), 4) == [["a:1"], ["b:2"]]
 
 
 # The merger, with stand-in connections: which node's field comes next.

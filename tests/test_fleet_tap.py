@@ -152,6 +152,26 @@ def test_notices_are_filtered_per_node_as_recv_filters_them(loop: str) -> None:
     run(main, loop=loop)
 
 
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_warning_made_an_error_is_reported_on_its_node(loop: str) -> None:
+    # Under an "error" warnings filter (python -W error, pytest's filterwarnings), the WARN
+    # field's CommandWarning is raised: the fleet reports it on the node as an ERRO field's
+    # CommandError, keeps the connection and delivers what follows.
+    packets = [single(0), single(1, WARN="capped", WARC=2), single(2)]
+
+    async def main() -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ncplib.CommandWarning)
+            got, fleet = await fleet_fields(packets, lambda got: len(got) == 2)
+        assert [field["SEQN"] for _, field in got] == [0, 2]
+        (node,) = fleet.nodes
+        assert isinstance(node.last_error, ncplib.CommandWarning)
+        assert node.last_error.detail == "capped"
+        assert node.reconnects == 0
+
+    run(main, loop=loop)
+
+
 def test_notices_are_delivered_when_the_filters_are_off() -> None:
     packets = [single(0, ACKN=1), single(1, ERRO="no", ERRC=400), single(2, WARN="w", WARC=1)]
 

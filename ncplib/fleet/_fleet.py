@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import numbers
 import operator
 import random
 import ssl as _ssl
@@ -38,11 +39,12 @@ from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any
 
+from ncplib import _wire as w
 from ncplib.client import connect, default_port
 from ncplib.connection import Connection, Field
-from ncplib.errors import AuthenticationError, CommandError, NetworkTimeoutError
+from ncplib.errors import AuthenticationError, CommandError, CommandWarning, NetworkTimeoutError
 from ncplib.fleet._backoff import Backoff, check_bounds
-from ncplib.fleet._node import Address, Node, parse_address
+from ncplib.fleet._node import Address, Node, address_list, parse_address
 from ncplib.fleet._tap import BATCH, TURN, Tap
 from ncplib.framing import DEFAULT_MAX_PACKET_SIZE
 from ncplib.packets import Param, encode_packet
@@ -61,6 +63,19 @@ _MOST_UNYIELDED = 8192
 # Seconds between two checks for silent nodes (the negotiated timeout is at least 5 s).
 _CHECK_INTERVAL = 1.0
 _UTC = timezone.utc
+
+
+def _check_count(name: str, value: Any, minimum: int, message: str = "") -> int:
+    # A count of bytes: any integer type (numpy's included), not bool, at least ``minimum``.
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not bool")
+    try:
+        count = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}") from None
+    if count < minimum:
+        raise ValueError(message or f"{name} must be >= {minimum}, not {count!r}")
+    return count
 
 
 class Fleet:
@@ -114,13 +129,15 @@ class Fleet:
     :param hostname: Passed to :func:`ncplib.connect`, as are ``connection_username``,
         ``connection_domain``, ``auto_erro``, ``auto_warn``, ``auto_ackn``, ``ssl``,
         ``username``, ``password`` and ``max_packet_size``; the auto options apply per node
-        (a node's :exc:`~ncplib.CommandError` goes to its :attr:`Node.last_error`).
+        (a node's :exc:`~ncplib.CommandError` goes to its :attr:`Node.last_error`, as does a
+        :exc:`~ncplib.CommandWarning` that a warnings filter turns into an error).
     :raises ValueError: if an address is invalid, there are no addresses, or ``timeout``,
-        ``reconnect_delay``, ``stable_after``, ``max_connecting`` or ``high_water`` is out of
-        range.
+        ``reconnect_delay``, ``stable_after``, ``max_connecting``, ``high_water`` or
+        ``max_packet_size`` is out of range.
     :raises TypeError: if ``addresses`` is a string (or bytes) rather than an iterable of
-        addresses, an address is neither a string nor a ``(host, int port)`` pair, or
-        ``high_water`` is not an int.
+        addresses, an address is neither a string nor a ``(host, int port)`` pair,
+        ``timeout`` is not a number, ``high_water`` or ``max_packet_size`` is not an int, or
+        ``ssl`` is neither a bool nor an :class:`ssl.SSLContext`.
     """
 
     def __init__(
@@ -145,11 +162,9 @@ class Fleet:
         password: str = "",
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
     ) -> None:
-        if isinstance(addresses, (str, bytes, bytearray)):
-            raise TypeError(
-                f"addresses must be an iterable of addresses (e.g. a list), not a {type(addresses).__name__}:"
-                f" write [{addresses!r}]"
-            )
+        addresses = address_list(addresses)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float, numbers.Real)):
+            raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
         if not timeout > 0:
             # A timeout of 0 or less would make every connection attempt time out at once.
             raise ValueError(f"timeout must be > 0 seconds, not {timeout!r}")
@@ -159,17 +174,17 @@ class Fleet:
             raise ValueError(f"stable_after must be >= 0, not {stable_after!r}")
         if max_connecting < 1:
             raise ValueError(f"max_connecting must be >= 1, not {max_connecting!r}")
-        # A count of bytes (any integer type, numpy's included), checked here: a float would
-        # otherwise fail only later, at each node's connection.
-        if isinstance(high_water, bool):
-            raise TypeError("high_water must be an int, not bool")
-        try:
-            high_water = operator.index(high_water)
-        except TypeError:
-            raise TypeError(f"high_water must be an int, not {type(high_water).__name__}") from None
-        if high_water < 1:
-            raise ValueError(f"high_water must be >= 1, not {high_water!r}")
-        self._high_water = high_water
+        # Checked here, not at each node's connection, where a wrong value would only be
+        # retried for ever.
+        self._high_water = _check_count("high_water", high_water, 1)
+        max_packet_size = _check_count(
+            "max_packet_size",
+            max_packet_size,
+            w.MIN_PACKET_SIZE,
+            w.MSG_MAX_PACKET_SIZE_TOO_SMALL.format(minimum=w.MIN_PACKET_SIZE),
+        )
+        if not isinstance(ssl, (bool, _ssl.SSLContext)):
+            raise TypeError(f"ssl must be a bool or an ssl.SSLContext, not {type(ssl).__name__}")
         port = default_port(ssl=ssl, authenticate=bool(username or password))
         self._nodes = [Node(*parse_address(address, port)) for address in addresses]
         if not self._nodes:
@@ -349,8 +364,8 @@ class Fleet:
         The next ``(node, field)`` received by any node.
 
         :raises StopAsyncIteration: once the fleet is closed.
-        :raises RuntimeError: if the fleet was not started, or another task is already taking
-            fields from it.
+        :raises RuntimeError: if the fleet was not started, or another task is waiting for a
+            field from it at the same time.
         """
         batch = self._batch
         if batch and not self._closing:
@@ -362,9 +377,12 @@ class Fleet:
         # Turns and waits, in this coroutine: no second one per wake-up of the consumer.
         loop = self._loop
         if loop is None:
+            if self._closing:
+                # Closed before it was started: its loop ends, as after any close.
+                raise StopAsyncIteration
             raise RuntimeError("Start the fleet first: async with fleet: async for node, field in fleet")
         if self._consuming:
-            raise RuntimeError("Another task is already taking fields from this fleet")
+            raise RuntimeError("Another task is already waiting for fields from this fleet")
         self._consuming = True
         ready = self._ready
         try:
@@ -428,7 +446,9 @@ class Fleet:
         while taken < limit:
             try:
                 field = recv()
-            except CommandError as ex:
+            except (CommandError, CommandWarning) as ex:
+                # A CommandWarning is raised only where a warnings filter turns it into an
+                # error: reported on the node as a CommandError is, the connection kept.
                 taken += 1
                 self._command_error(node, ex)
                 continue
@@ -458,7 +478,7 @@ class Fleet:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _command_error(self, node: Node, ex: CommandError) -> None:
+    def _command_error(self, node: Node, ex: CommandError | CommandWarning) -> None:
         node.last_error = ex
         logger.warning("%s: %s", node.address, ex)
 

@@ -4,19 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, TypeVar
 
 from ncplib._address import check_host, check_port, split_address
 
 if TYPE_CHECKING:  # pragma: no cover
     from ncplib.connection import Connection
 
-__all__ = ["Node", "Address", "parse_address"]
+__all__ = ["Node", "Address", "address_list", "parse_address"]
 
 #: An address as accepted by :class:`~ncplib.Fleet`: ``"host"``, ``"host:port"``,
 #: ``"[IPv6]:port"`` or a ``(host, port)`` pair.
 Address = str | tuple[str, int]
+A = TypeVar("A", bound=Address)
+
+
+def address_list(addresses: Iterable[A]) -> list[A]:
+    """
+    The addresses of a fleet as a list.
+
+    :raises TypeError: if ``addresses`` is a string (or bytes), which would otherwise be taken
+        as an iterable of one-character addresses.
+    """
+    if isinstance(addresses, (str, bytes, bytearray)):
+        raise TypeError(
+            f"addresses must be an iterable of addresses (e.g. a list), not a {type(addresses).__name__}:"
+            f" write [{addresses!r}]"
+        )
+    return list(addresses)
 
 
 def parse_address(address: Address, default_port: int) -> tuple[str, str, int]:
@@ -74,9 +90,12 @@ class Node:
         "reconnects": "How many times the node connected again after its first connection.",
         "last_error": (
             "The last exception met by this node: why a connection attempt failed or a connection"
-            " ended (:exc:`~ncplib.NetworkError`, :exc:`~ncplib.NetworkTimeoutError`,"
+            " ended (:exc:`~ncplib.ConnectionClosed` when the node closed it,"
+            " :exc:`~ncplib.NetworkError`, :exc:`~ncplib.NetworkTimeoutError`,"
             " :exc:`~ncplib.AuthenticationError`, :exc:`~ncplib.DecodeError`, ...) or the"
-            " :exc:`~ncplib.CommandError` of a field the node sent. :data:`None` until one"
+            " :exc:`~ncplib.CommandError` of a field the node sent (or its"
+            " :exc:`~ncplib.CommandWarning`, where a warnings filter makes it an error)."
+            " :data:`None` until one"
             " happens; kept after a successful reconnect (compare :attr:`changed`)."
         ),
         "changed": (

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
-from ncplib.fleet._node import Address
+from ncplib.fleet._node import Address, address_list
 
 __all__ = ["shard", "run_sharded"]
 
@@ -47,7 +47,7 @@ def _run_worker(worker: Callable[[list[A]], Awaitable[T]], addresses: list[A]) -
 
 def run_sharded(
     worker: Callable[[list[A]], Awaitable[T]],
-    addresses: Sequence[A],
+    addresses: Iterable[A],
     processes: int,
     *,
     start_method: str = "spawn",
@@ -61,18 +61,27 @@ def run_sharded(
     of an importable module (with the default ``"spawn"`` start method, the main script must
     guard its own start with ``if __name__ == "__main__":``).
 
+    With fewer addresses than ``processes``, only as many workers run as there are addresses
+    (one each): a worker never gets an empty shard.
+
     :param worker: An async function taking a list of addresses.
-    :param addresses: The addresses of the whole fleet, split with :func:`shard`.
-    :param int processes: The number of worker processes.
+    :param addresses: The addresses of the whole fleet (any iterable of them), split with
+        :func:`shard`.
+    :param int processes: The most worker processes.
     :param str start_method: The :mod:`multiprocessing` start method.
-    :raises ValueError: if ``processes`` is less than 1.
+    :raises ValueError: if ``processes`` is less than 1, or there are no addresses.
+    :raises TypeError: if ``addresses`` is a string (or bytes) rather than an iterable of
+        addresses.
     :raises Exception: whatever a worker raised (the first one, in shard order).
-    :returns: Each worker's result, in shard order.
+    :returns: Each worker's result, in shard order: ``min(processes, len(addresses))`` of them.
     """
     if processes < 1:
         raise ValueError(f"processes must be >= 1, not {processes!r}")
-    shards = shard(addresses, processes)
+    addresses = address_list(addresses)
+    if not addresses:
+        raise ValueError("run_sharded needs at least one address")
+    shards = shard(addresses, min(processes, len(addresses)))
     context = multiprocessing.get_context(start_method)
-    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=len(shards), mp_context=context) as pool:
         futures = [pool.submit(_run_worker, worker, part) for part in shards]
         return [future.result() for future in futures]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ncplib.codec import impl as _codec
 from ncplib.connection import Connection, Field
-from ncplib.errors import CommandError
+from ncplib.errors import CommandError, CommandWarning
 from ncplib.protocol import FILTERED_PARAMS, NOTICE_FIELDS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,7 +51,7 @@ class Merger(Protocol):
 
     def _end(self, node: Node, ex: BaseException) -> None: ...  # pragma: no cover
 
-    def _command_error(self, node: Node, ex: CommandError) -> None: ...  # pragma: no cover
+    def _command_error(self, node: Node, ex: CommandError | CommandWarning) -> None: ...  # pragma: no cover
 
 
 class Tap:
