@@ -154,7 +154,8 @@ def test_misused_arguments_fail_up_front_with_a_clear_error() -> None:
         ncplib.Fleet(["127.0.0.1"], max_packet_size=1.5e6)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"ssl must be a bool or an ssl\.SSLContext"):
         ncplib.Fleet(["127.0.0.1"], ssl="yes")  # type: ignore[arg-type]
-    ncplib.Fleet(["127.0.0.1"], timeout=2.5, max_packet_size=40, ssl=ssl.create_default_context())
+    ncplib.Fleet(["127.0.0.1"], timeout=3, max_packet_size=40, ssl=ssl.create_default_context())
+    ncplib.Fleet(["127.0.0.1"], ssl=None)  # as connect() takes it: plain TCP
 
     # Any integer type (numpy's integers have __index__ too); a mark beyond any size means no limit.
     class Count:
@@ -255,7 +256,7 @@ def test_run_sharded_refuses_no_processes_by_its_own_name() -> None:
         run_sharded(count_fields, ["127.0.0.1:1"], 0)
     # A single address, not a list of them; no address at all.
     with pytest.raises(TypeError, match="iterable of addresses"):
-        run_sharded(count_fields, "127.0.0.1:1", 2)  # type: ignore[arg-type]
+        run_sharded(count_fields, "127.0.0.1:1", 2)
     with pytest.raises(ValueError, match="at least one address"):
         run_sharded(count_fields, [], 2)
 

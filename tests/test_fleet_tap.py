@@ -156,7 +156,8 @@ def test_notices_are_filtered_per_node_as_recv_filters_them(loop: str) -> None:
 def test_a_warning_made_an_error_is_reported_on_its_node(loop: str) -> None:
     # Under an "error" warnings filter (python -W error, pytest's filterwarnings), the WARN
     # field's CommandWarning is raised: the fleet reports it on the node as an ERRO field's
-    # CommandError, keeps the connection and delivers what follows.
+    # CommandError, keeps the connection and delivers what follows (not the field that carried
+    # the warning: recv raises instead of returning it, too).
     packets = [single(0), single(1, WARN="capped", WARC=2), single(2)]
 
     async def main() -> None:

@@ -137,7 +137,8 @@ class Fleet:
     :raises TypeError: if ``addresses`` is a string (or bytes) rather than an iterable of
         addresses, an address is neither a string nor a ``(host, int port)`` pair,
         ``timeout`` is not a number, ``high_water`` or ``max_packet_size`` is not an int, or
-        ``ssl`` is neither a bool nor an :class:`ssl.SSLContext`.
+        ``ssl`` is neither a bool nor an :class:`ssl.SSLContext` (:data:`None`, as for
+        :func:`ncplib.connect`, means plain TCP).
     """
 
     def __init__(
@@ -183,7 +184,7 @@ class Fleet:
             w.MIN_PACKET_SIZE,
             w.MSG_MAX_PACKET_SIZE_TOO_SMALL.format(minimum=w.MIN_PACKET_SIZE),
         )
-        if not isinstance(ssl, (bool, _ssl.SSLContext)):
+        if ssl is not None and not isinstance(ssl, (bool, _ssl.SSLContext)):
             raise TypeError(f"ssl must be a bool or an ssl.SSLContext, not {type(ssl).__name__}")
         port = default_port(ssl=ssl, authenticate=bool(username or password))
         self._nodes = [Node(*parse_address(address, port)) for address in addresses]
