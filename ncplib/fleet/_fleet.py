@@ -39,14 +39,13 @@ from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any
 
-from ncplib import _wire as w
 from ncplib.client import connect, default_port
 from ncplib.connection import Connection, Field
 from ncplib.errors import AuthenticationError, CommandError, CommandWarning, NetworkTimeoutError
 from ncplib.fleet._backoff import Backoff, check_bounds
 from ncplib.fleet._node import Address, Node, address_list, parse_address
 from ncplib.fleet._tap import BATCH, TURN, Tap
-from ncplib.framing import DEFAULT_MAX_PACKET_SIZE
+from ncplib.framing import DEFAULT_MAX_PACKET_SIZE, PacketReader
 from ncplib.packets import Param, encode_packet
 
 __all__ = ["Fleet", "TURN", "DEFAULT_FLEET_HIGH_WATER"]
@@ -65,17 +64,14 @@ _CHECK_INTERVAL = 1.0
 _UTC = timezone.utc
 
 
-def _check_count(name: str, value: Any, minimum: int, message: str = "") -> int:
-    # A count of bytes: any integer type (numpy's included), not bool, at least ``minimum``.
+def _as_count(name: str, value: Any) -> int:
+    # A count of bytes: any integer type (numpy's included), not bool.
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an int, not bool")
     try:
-        count = operator.index(value)
+        return operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an int, not {type(value).__name__}") from None
-    if count < minimum:
-        raise ValueError(message or f"{name} must be >= {minimum}, not {count!r}")
-    return count
 
 
 class Fleet:
@@ -139,6 +135,7 @@ class Fleet:
         ``timeout`` is not a number, ``high_water`` or ``max_packet_size`` is not an int, or
         ``ssl`` is neither a bool nor an :class:`ssl.SSLContext` (:data:`None`, as for
         :func:`ncplib.connect`, means plain TCP).
+    :raises ImportError: if ``use_numpy`` is true and numpy is not installed.
     """
 
     def __init__(
@@ -164,6 +161,7 @@ class Fleet:
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
     ) -> None:
         addresses = address_list(addresses)
+        # (int and float named for the type checker, which does not know the numeric tower.)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float, numbers.Real)):
             raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
         if not timeout > 0:
@@ -177,13 +175,13 @@ class Fleet:
             raise ValueError(f"max_connecting must be >= 1, not {max_connecting!r}")
         # Checked here, not at each node's connection, where a wrong value would only be
         # retried for ever.
-        self._high_water = _check_count("high_water", high_water, 1)
-        max_packet_size = _check_count(
-            "max_packet_size",
-            max_packet_size,
-            w.MIN_PACKET_SIZE,
-            w.MSG_MAX_PACKET_SIZE_TOO_SMALL.format(minimum=w.MIN_PACKET_SIZE),
-        )
+        high_water = _as_count("high_water", high_water)
+        if high_water < 1:
+            raise ValueError(f"high_water must be >= 1, not {high_water!r}")
+        self._high_water = high_water
+        max_packet_size = _as_count("max_packet_size", max_packet_size)
+        # As connect() checks them before connecting: the reader's own limits.
+        PacketReader(max_packet_size=max_packet_size, use_numpy=use_numpy)
         if ssl is not None and not isinstance(ssl, (bool, _ssl.SSLContext)):
             raise TypeError(f"ssl must be a bool or an ssl.SSLContext, not {type(ssl).__name__}")
         port = default_port(ssl=ssl, authenticate=bool(username or password))
