@@ -354,8 +354,12 @@ class NCPProtocol(ReceiveCore, asyncio.BufferedProtocol):
             transport.resume_reading()
 
     def _fail(self, exc: BaseException) -> None:
-        if self._error is None:
-            self._error = exc
+        # Once only: the reader raises its error again at every later call of next_packet, and
+        # waking again would call on_data, whose taking of packets calls next_packet: without
+        # this, a consumer taking packets in on_data (a Fleet) recursed until RecursionError.
+        if self._error is not None:
+            return
+        self._error = exc
         self.close()
         self._wake()
 

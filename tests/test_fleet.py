@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from hostile_peers import ServerProcess, StreamChecker, checked_fields, open_fds
-from netutil import LOOPS, raw_handshake, raw_server, run, serving
+from netutil import LOOPS, packet_bytes, raw_handshake, raw_server, run, serving
 
 import ncplib
 from ncplib._protocol import DEFAULT_HIGH_WATER
@@ -582,6 +582,58 @@ def test_silent_nodes_are_caught_by_the_timeout(loop: str) -> None:
                         assert isinstance(node.last_error, ncplib.NetworkTimeoutError), node.last_error
                         assert node.fields == 0
                     assert accepted["silent"] >= 2
+                    before = good.fields
+                    await consume(fleet, lambda: good.fields > before)
+                    assert good.connected and good.last_error is None
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main, loop=loop, timeout=60)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_malformed_streams_are_reported_on_their_node_and_retried(loop: str) -> None:
+    """After the handshake one node sends bytes that are not NCP, another a packet whose field
+    overflows it: each is reported on its node as a DecodeError and reconnected, while a third
+    node keeps streaming. (The reader raises its error at every later call, so the end must be
+    reported once, not taken again by the tap it wakes.)"""
+    accepted = {"garbage": 0, "overflow": 0}
+    overflowing = bytearray(packet_bytes("DSPL", [("SWEP", 1, {"SEQN": 1})]))
+    overflowing[36:40] = (0xFFFF).to_bytes(4, "little")  # the field's size, in words
+
+    def hostile(name: str, data: bytes) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted[name] += 1
+            await raw_handshake(reader, writer, link=5)
+            writer.write(data)
+            while await reader.read(65536):
+                pass
+
+        return handler
+
+    async def main() -> None:
+        server = await start_node("127.0.0.1", 0, rate=50)
+        try:
+            async with (
+                raw_server(hostile("garbage", b"\xde\xad\xbe\xef" * 16)) as garbage_port,
+                raw_server(hostile("overflow", bytes(overflowing))) as overflow_port,
+            ):
+                port = server.sockets[0].getsockname()[1]
+                fleet = ncplib.Fleet(
+                    [f"127.0.0.1:{garbage_port}", f"127.0.0.1:{overflow_port}", f"127.0.0.1:{port}"],
+                    timeout=5,
+                    reconnect_delay=(0.01, 0.05),
+                )
+                fleet.subscribe("DSPL", "SWEP")
+                async with fleet:
+                    garbage, overflow, good = fleet.nodes
+                    await consume(fleet, lambda: min(accepted.values()) >= 3 and good.fields >= 10)
+                    for node in (garbage, overflow):
+                        assert isinstance(node.last_error, ncplib.DecodeError), node.last_error
+                        assert node.fields == 0 and node.reconnects >= 1
+                    assert "not NCP" in str(garbage.last_error)
+                    assert "overflows the packet" in str(overflow.last_error)
                     before = good.fields
                     await consume(fleet, lambda: good.fields > before)
                     assert good.connected and good.last_error is None
