@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import warnings
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any
 
+from ncplib._peer_warnings import warn_from_peer
 from ncplib._protocol import NCPProtocol
 from ncplib.errors import CommandError, CommandWarning, ConnectionClosed
 from ncplib.packets import Packet, Param, encode_packet_buffers
@@ -454,7 +454,7 @@ class Connection(_AsyncFields):
             raise CommandError(field, *error)
         if warning is not None:
             # Pointing at the line that awaited recv (through _recv_nowait and recv).
-            warnings.warn(CommandWarning(field, *warning), stacklevel=4)
+            warn_from_peer(CommandWarning(field, *warning), stacklevel=4)
         return not deliver
 
     async def recv_field(self, packet_type: str, field_name: str) -> Field:

@@ -35,13 +35,13 @@ import socket
 import ssl as _ssl
 import threading
 import time
-import warnings
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
+from ncplib._peer_warnings import warn_from_peer
 from ncplib.errors import CommandError, CommandWarning, ConnectionClosed, NetworkError, NetworkTimeoutError
 from ncplib.framing import DEFAULT_MAX_PACKET_SIZE
 from ncplib.packets import Param
@@ -329,7 +329,7 @@ class Connection(_Fields):
         if isinstance(event, CommandErrorReceived):
             raise CommandError(Field(self, event.field), event.detail, event.code)
         if isinstance(event, CommandWarningReceived):
-            warnings.warn(CommandWarning(Field(self, event.field), event.detail, event.code), stacklevel=4)
+            warn_from_peer(CommandWarning(Field(self, event.field), event.detail, event.code), stacklevel=4)
         elif isinstance(event, ConnectionEnded):
             self._wakeup.set()
             raise event.error

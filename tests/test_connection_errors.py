@@ -11,6 +11,7 @@ import pytest
 from netutil import run, serving
 
 import ncplib
+from ncplib._peer_warnings import MOST_REMEMBERED, warn_from_peer
 
 
 async def replies(connection: ncplib.Connection) -> None:
@@ -195,3 +196,38 @@ def test_client_filters_like_the_reference(
     assert got == delivered
     assert errors == ([error] if error else [])
     assert warned == ([warning] if warning else [])
+
+
+def test_warnings_with_ever_changing_text_do_not_grow_memory() -> None:
+    """Each WARN with new text is shown, yet the registry of warnings shown (which the warnings
+    module keeps per module, keyed by text) stays bounded: a node cannot grow it for ever."""
+    count = 3 * MOST_REMEMBERED
+
+    async def changing(connection: ncplib.Connection) -> None:
+        async for field in connection:
+            for number in range(count):
+                field.send(WARN=f"warning number {number}")
+            field.send(DONE=1)
+
+    async def main() -> tuple[int, int]:
+        largest = 0
+        async with serving(changing) as (_, port), await ncplib.connect("127.0.0.1", port) as connection:
+            response = connection.send("DSPC", "SWEP")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("default")
+                while "DONE" not in await response.recv():
+                    largest = max(largest, len(globals().get("__warningregistry__", {})))
+        shown = sum(isinstance(w.message, ncplib.CommandWarning) for w in caught)
+        return shown, largest
+
+    shown, largest = run(main)
+    assert shown == count
+    # The registry's own version entry, the remembered warnings and the one just shown.
+    assert MOST_REMEMBERED < largest <= MOST_REMEMBERED + 2
+
+
+def test_a_peer_warning_issued_above_the_stack_points_at_sys() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_from_peer(ncplib.CommandWarning(None, "deep", None), stacklevel=10_000)  # type: ignore[arg-type]
+    assert [w.filename for w in caught] == ["sys"]

@@ -602,7 +602,9 @@ def test_malformed_streams_are_reported_on_their_node_and_retried(loop: str) -> 
     overflowing = bytearray(packet_bytes("DSPL", [("SWEP", 1, {"SEQN": 1})]))
     overflowing[36:40] = (0xFFFF).to_bytes(4, "little")  # the field's size, in words
 
-    def hostile(name: str, data: bytes) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+    def hostile(name: str, data: bytes) -> Handler:
         async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             accepted[name] += 1
             await raw_handshake(reader, writer, link=5)
