@@ -546,6 +546,40 @@ def test_wrong_credentials_are_retried_at_the_slowest_rate(caplog: pytest.LogCap
     assert sum("AuthenticationError" in r.getMessage() for r in caplog.records) == 1
 
 
+RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def beside_a_streaming_node(
+    first: RawHandler,
+    second: RawHandler,
+    check: Callable[[ncplib.Fleet, ncplib.Node, ncplib.Node], Awaitable[None]],
+) -> None:
+    """
+    Runs a fleet over two hand-written peers (:func:`netutil.raw_server` handlers) and a
+    simulated node streaming sweeps: awaits ``check(fleet, first_node, second_node)``, then
+    checks that the simulated node streams on, unharmed.
+    """
+    server = await start_node("127.0.0.1", 0, rate=50)
+    try:
+        async with raw_server(first) as first_port, raw_server(second) as second_port:
+            port = server.sockets[0].getsockname()[1]
+            fleet = ncplib.Fleet(
+                [f"127.0.0.1:{first_port}", f"127.0.0.1:{second_port}", f"127.0.0.1:{port}"],
+                timeout=5,
+                reconnect_delay=(0.01, 0.05),
+            )
+            fleet.subscribe("DSPL", "SWEP")
+            async with fleet:
+                first_node, second_node, good = fleet.nodes
+                await check(fleet, first_node, second_node)
+                before = good.fields
+                await consume(fleet, lambda: good.fields > before)
+                assert good.connected and good.last_error is None
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 @pytest.mark.parametrize("loop", LOOPS)
 def test_silent_nodes_are_caught_by_the_timeout(loop: str) -> None:
     """One node completes the handshake and goes silent, another never says a word: both time
@@ -563,31 +597,16 @@ def test_silent_nodes_are_caught_by_the_timeout(loop: str) -> None:
         while await reader.read(65536):
             pass
 
+    async def check(fleet: ncplib.Fleet, silent_node: ncplib.Node, mute_node: ncplib.Node) -> None:
+        # Timed out, and (for the one that completes handshakes) connected again.
+        await consume(fleet, lambda: silent_node.reconnects >= 1 and accepted["mute"] >= 2)
+        for node in (silent_node, mute_node):
+            assert isinstance(node.last_error, ncplib.NetworkTimeoutError), node.last_error
+            assert node.fields == 0
+        assert accepted["silent"] >= 2
+
     async def main() -> None:
-        server = await start_node("127.0.0.1", 0, rate=50)
-        try:
-            async with raw_server(silent) as silent_port, raw_server(mute) as mute_port:
-                port = server.sockets[0].getsockname()[1]
-                fleet = ncplib.Fleet(
-                    [f"127.0.0.1:{silent_port}", f"127.0.0.1:{mute_port}", f"127.0.0.1:{port}"],
-                    timeout=5,
-                    reconnect_delay=(0.01, 0.05),
-                )
-                fleet.subscribe("DSPL", "SWEP")
-                async with fleet:
-                    silent_node, mute_node, good = fleet.nodes
-                    # Timed out, and (for the one that completes handshakes) connected again.
-                    await consume(fleet, lambda: silent_node.reconnects >= 1 and accepted["mute"] >= 2)
-                    for node in (silent_node, mute_node):
-                        assert isinstance(node.last_error, ncplib.NetworkTimeoutError), node.last_error
-                        assert node.fields == 0
-                    assert accepted["silent"] >= 2
-                    before = good.fields
-                    await consume(fleet, lambda: good.fields > before)
-                    assert good.connected and good.last_error is None
-        finally:
-            server.close()
-            await server.wait_closed()
+        await beside_a_streaming_node(silent, mute, check)
 
     run(main, loop=loop, timeout=60)
 
@@ -602,9 +621,7 @@ def test_malformed_streams_are_reported_on_their_node_and_retried(loop: str) -> 
     overflowing = bytearray(packet_bytes("DSPL", [("SWEP", 1, {"SEQN": 1})]))
     overflowing[36:40] = (0xFFFF).to_bytes(4, "little")  # the field's size, in words
 
-    Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-    def hostile(name: str, data: bytes) -> Handler:
+    def hostile(name: str, data: bytes) -> RawHandler:
         async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             accepted[name] += 1
             await raw_handshake(reader, writer, link=5)
@@ -614,34 +631,18 @@ def test_malformed_streams_are_reported_on_their_node_and_retried(loop: str) -> 
 
         return handler
 
+    async def check(fleet: ncplib.Fleet, garbage: ncplib.Node, overflow: ncplib.Node) -> None:
+        await consume(fleet, lambda: min(accepted.values()) >= 3)
+        for node in (garbage, overflow):
+            assert isinstance(node.last_error, ncplib.DecodeError), node.last_error
+            assert node.fields == 0 and node.reconnects >= 1
+        assert "not NCP" in str(garbage.last_error)
+        assert "overflows the packet" in str(overflow.last_error)
+
     async def main() -> None:
-        server = await start_node("127.0.0.1", 0, rate=50)
-        try:
-            async with (
-                raw_server(hostile("garbage", b"\xde\xad\xbe\xef" * 16)) as garbage_port,
-                raw_server(hostile("overflow", bytes(overflowing))) as overflow_port,
-            ):
-                port = server.sockets[0].getsockname()[1]
-                fleet = ncplib.Fleet(
-                    [f"127.0.0.1:{garbage_port}", f"127.0.0.1:{overflow_port}", f"127.0.0.1:{port}"],
-                    timeout=5,
-                    reconnect_delay=(0.01, 0.05),
-                )
-                fleet.subscribe("DSPL", "SWEP")
-                async with fleet:
-                    garbage, overflow, good = fleet.nodes
-                    await consume(fleet, lambda: min(accepted.values()) >= 3 and good.fields >= 10)
-                    for node in (garbage, overflow):
-                        assert isinstance(node.last_error, ncplib.DecodeError), node.last_error
-                        assert node.fields == 0 and node.reconnects >= 1
-                    assert "not NCP" in str(garbage.last_error)
-                    assert "overflows the packet" in str(overflow.last_error)
-                    before = good.fields
-                    await consume(fleet, lambda: good.fields > before)
-                    assert good.connected and good.last_error is None
-        finally:
-            server.close()
-            await server.wait_closed()
+        await beside_a_streaming_node(
+            hostile("garbage", b"\xde\xad\xbe\xef" * 16), hostile("overflow", bytes(overflowing)), check
+        )
 
     run(main, loop=loop, timeout=60)
 
