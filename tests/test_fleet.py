@@ -29,6 +29,7 @@ from netutil import LOOPS, packet_bytes, raw_handshake, raw_server, run, serving
 
 import ncplib
 from ncplib._protocol import DEFAULT_HIGH_WATER
+from ncplib._wire import PACKET_HEADER_SIZE
 from ncplib.fleet import Backoff, run_sharded, shard
 from ncplib.fleet._tap import TURN
 from ncplib.node import start_node
@@ -619,7 +620,8 @@ def test_malformed_streams_are_reported_on_their_node_and_retried(loop: str) -> 
     reported once, not taken again by the tap it wakes.)"""
     accepted = {"garbage": 0, "overflow": 0}
     overflowing = bytearray(packet_bytes("DSPL", [("SWEP", 1, {"SEQN": 1})]))
-    overflowing[36:40] = (0xFFFF).to_bytes(4, "little")  # the field's size, in words
+    size_at = PACKET_HEADER_SIZE + 4  # the first field's size (in words), after its name
+    overflowing[size_at : size_at + 4] = (0xFFFF).to_bytes(4, "little")
 
     def hostile(name: str, data: bytes) -> RawHandler:
         async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
