@@ -733,6 +733,7 @@ cdef object _numpy_view_of(object source):
 cdef object _decode(const unsigned char* p, Py_ssize_t size, object source, bint use_numpy):
     cdef uint32_t size_words, packet_id, seconds, nanos, field_word, param_word, type_id, field_id
     cdef Py_ssize_t end, pos, field_end, field_size, param_size, param_end, data_start
+    cdef Py_ssize_t items = 0
     cdef list fields, params
     cdef object numpy_view = None
     if size < MIN_PACKET_SIZE:
@@ -763,6 +764,9 @@ cdef object _decode(const unsigned char* p, Py_ssize_t size, object source, bint
     end = size - FOOTER_SIZE
     pos = HEADER_SIZE
     while pos < end:
+        items += 1
+        if items > MAX_PACKET_ITEMS:
+            raise _DecodeError(w.MSG_TOO_MANY_ITEMS.format(limit=MAX_PACKET_ITEMS, pos=pos))
         if end - pos < FIELD_HEADER_SIZE:
             raise _DecodeError(w.MSG_FIELD_HEADER_OVERRUN.format(pos=pos))
         field_word = _le32(p + pos + 4)
@@ -777,6 +781,9 @@ cdef object _decode(const unsigned char* p, Py_ssize_t size, object source, bint
         params = []
         pos += FIELD_HEADER_SIZE
         while pos < field_end:
+            items += 1
+            if items > MAX_PACKET_ITEMS:
+                raise _DecodeError(w.MSG_TOO_MANY_ITEMS.format(limit=MAX_PACKET_ITEMS, pos=pos))
             if field_end - pos < PARAM_HEADER_SIZE:
                 raise _DecodeError(w.MSG_PARAM_HEADER_OVERRUN.format(pos=pos))
             if _le32(p + pos) == 0 and _le32(p + pos + 4) == FOOTER_MAGIC_WORD:

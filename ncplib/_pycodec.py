@@ -371,7 +371,13 @@ def decode_packet(buf: Any, use_numpy: bool = False) -> tuple[str, int, datetime
     unpack_param = _PARAM_HEADER.unpack_from
     unpack_i32 = _I32.unpack_from
     names = _DECODED_IDENTIFIERS
+    # Fields and params so far, embedded footers included: at most w.MAX_PACKET_ITEMS.
+    items = 0
+    limit = w.MAX_PACKET_ITEMS
     while pos < end:
+        items += 1
+        if items > limit:
+            raise DecodeError(w.MSG_TOO_MANY_ITEMS.format(limit=limit, pos=pos))
         if pos + w.FIELD_HEADER_SIZE > end:
             raise DecodeError(w.MSG_FIELD_HEADER_OVERRUN.format(pos=pos))
         field_name_raw, field_word, field_id = unpack_field(view, pos)
@@ -385,6 +391,9 @@ def decode_packet(buf: Any, use_numpy: bool = False) -> tuple[str, int, datetime
         append = params.append
         pos += w.FIELD_HEADER_SIZE
         while pos < field_end:
+            items += 1
+            if items > limit:
+                raise DecodeError(w.MSG_TOO_MANY_ITEMS.format(limit=limit, pos=pos))
             if pos + w.PARAM_HEADER_SIZE > field_end:
                 raise DecodeError(w.MSG_PARAM_HEADER_OVERRUN.format(pos=pos))
             param_name_raw, param_word = unpack_param(view, pos)

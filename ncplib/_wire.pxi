@@ -8,6 +8,7 @@ cdef enum:
     PARAM_HEADER_SIZE = 0x8
     MIN_PACKET_SIZE = 0x28
     MAX_FIELD_WORDS = 0xffffff
+    MAX_PACKET_ITEMS = 0x10000
     T_I32 = 0x0
     T_U32 = 0x1
     T_STRING = 0x2

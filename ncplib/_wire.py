@@ -28,6 +28,13 @@ MIN_PACKET_SIZE: Final = PACKET_HEADER_SIZE + PACKET_FOOTER_SIZE
 #: Field and param sizes are 24-bit word counts.
 MAX_FIELD_WORDS: Final = 0xFFFFFF
 MAX_PACKET_WORDS: Final = 0xFFFFFFFF
+#: The most fields and params (embedded footers included) one packet may hold when decoded. Not a
+#: rule of the protocol: decoded, each becomes a few Python objects, a hundred bytes or more however few
+#: bytes it has on the wire, and a packet is decoded in one step, so this bounds the memory and
+#: time one packet can take (under 10 MiB and a tenth of a second) whatever its size. The
+#: smallest item is 8 bytes, so no packet of under 512 KiB can reach it; real nodes' packets hold
+#: a few fields of tens of params.
+MAX_PACKET_ITEMS: Final = 65536
 
 TYPE_I32: Final = 0x00
 TYPE_U32: Final = 0x01
@@ -203,6 +210,7 @@ MSG_PARAM_HEADER_OVERRUN: Final = "Param header at byte {pos} overruns its field
 MSG_PARAM_SIZE: Final = "Param at byte {pos} has invalid size {size}"
 MSG_PARAM_OVERFLOW: Final = "Param at byte {pos} overflows its field by {excess} bytes"
 MSG_PARAM_TOO_SHORT: Final = "Param {name!r} at byte {pos} is too short for its type"
+MSG_TOO_MANY_ITEMS: Final = "Packet holds more than {limit} fields and params (the next at byte {pos})"
 WARN_BAD_UTF8: Final = "String is not valid UTF-8; undecodable bytes replaced"
 WARN_PARTIAL_ITEM: Final = (
     "Param {name!r}: {size} bytes is not a whole number of {itemsize}-byte items; "

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Union
 
+from ncplib import _wire
 from ncplib.codec import impl as _impl
 from ncplib.values import f64, i64, u32, u64
 
@@ -31,7 +32,11 @@ __all__ = [
     "encode_packet",
     "encode_packet_buffers",
     "decode_packet",
+    "MAX_PACKET_ITEMS",
 ]
+
+#: The most fields and params (embedded footers included) a decoded packet may hold: 65,536.
+MAX_PACKET_ITEMS = _wire.MAX_PACKET_ITEMS
 
 #: A param value: one of the supported value types. numpy arrays are accepted too.
 Param = Union[
@@ -93,7 +98,11 @@ def decode_packet(buf: bytes | bytearray | memoryview, use_numpy: bool = False) 
         of ``buf`` instead of :class:`array.array` copies. The arrays keep ``buf`` alive; do not
         modify ``buf`` while they are in use. Needs numpy.
     :raises ncplib.DecodeError: if the packet is malformed: bad magic numbers, a size that does
-        not match, or a field or param that overruns its container.
+        not match, or a field or param that overruns its container; or if it holds more than
+        :data:`MAX_PACKET_ITEMS` (65,536) fields and params, embedded footers included, which
+        only a packet of over 512 KiB made of tiny items can (decoded, every item takes a
+        hundred bytes or more, so this bounds the memory and time one packet can take; 6.1.0 has no
+        such limit).
     :raises TypeError: if ``buf`` is not a bytes-like object.
     :returns: ``(packet_type, packet_id, timestamp, info, fields)``.
 

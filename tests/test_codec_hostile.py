@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import array
 import struct
+import tracemalloc
 import warnings
 from types import ModuleType
 from typing import Any
@@ -296,6 +297,56 @@ def test_huge_declared_sizes_allocate_nothing(codec: ModuleType) -> None:
     wire = build(field(param(bytes(8), 0x81), words=0xFFFFFF))
     with pytest.raises(DecodeError):
         codec.decode_packet(wire)
+
+
+LIMIT = _wire.MAX_PACKET_ITEMS
+EMPTY_FIELD = field(b"", name=b"E\x00\x00\x00")
+I32_PARAM = param(b"\x01\x00\x00\x00", name=b"P\x00\x00\x00")
+
+
+@CODECS
+def test_packets_of_at_most_the_item_limit_decode(codec: ModuleType) -> None:
+    # Fields and params count alike: one field of LIMIT - 2 params and one empty field is LIMIT.
+    packet = codec.decode_packet(build(field(I32_PARAM * (LIMIT - 2)) + EMPTY_FIELD))
+    assert [len(params) for _name, _id, params in packet[4]] == [LIMIT - 2, 0]
+    assert codec.decode_packet(build(EMPTY_FIELD * LIMIT))[4][-1] == ("E", 1, [])
+
+
+@CODECS
+@pytest.mark.parametrize(
+    ("body", "at"),
+    [
+        # The first item past the limit is a field...
+        (EMPTY_FIELD * (LIMIT + 1), LIMIT * 12),
+        # ... or a param...
+        (field(I32_PARAM * LIMIT), 12 + (LIMIT - 1) * 12),
+        # ... or an embedded footer, which counts as an item too.
+        (field(I32_PARAM * (LIMIT - 1) + FOOTER), 12 + (LIMIT - 1) * 12),
+    ],
+    ids=["fields", "params", "footers"],
+)
+def test_packets_past_the_item_limit_raise_decode_error(codec: ModuleType, body: bytes, at: int) -> None:
+    # Decoded, each item takes hundreds of bytes whatever its size on the wire: the limit bounds
+    # what one packet of the largest size can take, where a million tiny fields took 280 MiB.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DecodeWarning)
+        with pytest.raises(DecodeError, match=f"more than {LIMIT} fields and params") as caught:
+            codec.decode_packet(build(body))
+    assert f"at byte {_wire.PACKET_HEADER_SIZE + at})" in str(caught.value)
+
+
+@CODECS
+def test_huge_packets_of_tiny_fields_are_refused_early(codec: ModuleType) -> None:
+    # A million empty fields, 12 MB: refused once past the limit, the rest never decoded.
+    wire = build(EMPTY_FIELD * 1_000_000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecodeError):
+            codec.decode_packet(wire)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20  # Without the limit: about 280 MiB.
 
 
 def test_helper_builds_valid_packets() -> None:
