@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,7 @@ from netutil import LOOPS, packet_bytes, run, serving
 
 import ncplib
 from ncplib.codec import IMPLEMENTATION
+from ncplib.fleet._error_log import BURST
 from ncplib.fleet._tap import TURN
 
 DEADLINE = 30.0
@@ -171,6 +173,30 @@ def test_a_warning_made_an_error_is_reported_on_its_node(loop: str) -> None:
         assert node.reconnects == 0
 
     run(main, loop=loop)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_flood_of_errors_is_logged_as_a_burst(loop: str, caplog: pytest.LogCaptureFixture) -> None:
+    # A node sending error after error gets BURST log records in a window, not one each; its
+    # last_error still follows every one, and the fields around them are delivered.
+    errors = 5 * BURST
+    packets = [single(seq, ERRO=f"failure {seq}", ERRC=400) for seq in range(errors)] + [single(errors)]
+
+    async def main() -> None:
+        got, fleet = await fleet_fields(packets, lambda got: len(got) == 1)
+        assert [field["SEQN"] for _, field in got] == [errors]
+        (node,) = fleet.nodes
+        assert isinstance(node.last_error, ncplib.CommandError)
+        assert node.last_error.detail == f"failure {errors - 1}"
+
+    with caplog.at_level(logging.WARNING, logger="ncplib.fleet"):
+        run(main, loop=loop)
+    logged = [record.getMessage() for record in caplog.records if "failure" in record.getMessage()]
+    assert len(logged) == BURST
+    assert [re.search(r"failure (\d+)", message)[1] for message in logged] == [  # type: ignore[index]
+        str(seq) for seq in range(BURST)
+    ]
+    assert "further errors are not logged" in logged[-1]
 
 
 def test_notices_are_delivered_when_the_filters_are_off() -> None:

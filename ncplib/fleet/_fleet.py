@@ -43,6 +43,7 @@ from ncplib.client import connect, default_port
 from ncplib.connection import Connection, Field
 from ncplib.errors import AuthenticationError, CommandError, CommandWarning, NetworkTimeoutError
 from ncplib.fleet._backoff import Backoff, check_bounds
+from ncplib.fleet._error_log import ErrorLog
 from ncplib.fleet._node import Address, Node, address_list, parse_address
 from ncplib.fleet._tap import BATCH, TURN, Tap
 from ncplib.framing import DEFAULT_MAX_PACKET_SIZE, PacketReader
@@ -479,7 +480,11 @@ class Fleet:
 
     def _command_error(self, node: Node, ex: CommandError | CommandWarning) -> None:
         node.last_error = ex
-        logger.warning("%s: %s", node.address, ex)
+        if node._error_log is None:
+            node._error_log = ErrorLog()
+        text = node._error_log.record(time.monotonic(), str(ex))
+        if text is not None:
+            logger.warning("%s: %s", node.address, text)
 
     def _end(self, node: Node, ex: BaseException) -> None:
         connection = node._connection

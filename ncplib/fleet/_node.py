@@ -11,6 +11,7 @@ from ncplib._address import check_host, check_port, split_address
 
 if TYPE_CHECKING:  # pragma: no cover
     from ncplib.connection import Connection
+    from ncplib.fleet._error_log import ErrorLog
 
 __all__ = ["Node", "Address", "address_list", "parse_address"]
 
@@ -76,6 +77,7 @@ class Node:
     __slots__ = {  # noqa: RUF023 - in reading order
         "_connection": "",
         "_ended": "",
+        "_error_log": "",
         "_idle_since": "",
         "_logged": "",
         "_lost_reason": "",
@@ -135,6 +137,8 @@ class Node:
         self._queued = False
         self._idle_since = 0.0
         self._on_data: Callable[[], None] | None = None
+        # What to log of the errors the node reports (ERRO fields), made at the first.
+        self._error_log: ErrorLog | None = None
         # The description of the last error logged at warning level (logged once per change).
         self._logged: str | None = None
         # The value of ``connected`` when ``changed`` was last set.
