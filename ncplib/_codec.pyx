@@ -16,7 +16,6 @@ matters; arrays are byte-swapped on big-endian hosts.
 
 import array
 import sys
-import warnings
 from datetime import datetime as _py_datetime
 from datetime import timezone as _py_timezone
 
@@ -45,6 +44,7 @@ from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcpy, memmove, memset
 
 from ncplib import _wire as w
+from ncplib._peer_warnings import warn_from_peer
 from ncplib.errors import DecodeError, DecodeWarning
 from ncplib.values import f64, i64, u32, u64
 
@@ -94,7 +94,7 @@ cdef object _u32 = u32
 cdef object _i64 = i64
 cdef object _u64 = u64
 cdef object _f64 = f64
-cdef object _warn = warnings.warn
+cdef object _warn = warn_from_peer
 cdef dict _TYPECODE_TO_TYPE = dict(w.TYPECODE_TO_TYPE)
 cdef dict _DTYPE_TO_TYPE = dict(w.DTYPE_TO_TYPE)
 
@@ -764,11 +764,11 @@ cdef object _decode(const unsigned char* p, Py_ssize_t size, object source, bint
     end = size - FOOTER_SIZE
     pos = HEADER_SIZE
     while pos < end:
+        if end - pos < FIELD_HEADER_SIZE:
+            raise _DecodeError(w.MSG_FIELD_HEADER_OVERRUN.format(pos=pos))
         items += 1
         if items > MAX_PACKET_ITEMS:
             raise _DecodeError(w.MSG_TOO_MANY_ITEMS.format(limit=MAX_PACKET_ITEMS, pos=pos))
-        if end - pos < FIELD_HEADER_SIZE:
-            raise _DecodeError(w.MSG_FIELD_HEADER_OVERRUN.format(pos=pos))
         field_word = _le32(p + pos + 4)
         field_size = <Py_ssize_t>(field_word & 0xFFFFFF) * 4
         if field_size < FIELD_HEADER_SIZE:
@@ -781,11 +781,11 @@ cdef object _decode(const unsigned char* p, Py_ssize_t size, object source, bint
         params = []
         pos += FIELD_HEADER_SIZE
         while pos < field_end:
+            if field_end - pos < PARAM_HEADER_SIZE:
+                raise _DecodeError(w.MSG_PARAM_HEADER_OVERRUN.format(pos=pos))
             items += 1
             if items > MAX_PACKET_ITEMS:
                 raise _DecodeError(w.MSG_TOO_MANY_ITEMS.format(limit=MAX_PACKET_ITEMS, pos=pos))
-            if field_end - pos < PARAM_HEADER_SIZE:
-                raise _DecodeError(w.MSG_PARAM_HEADER_OVERRUN.format(pos=pos))
             if _le32(p + pos) == 0 and _le32(p + pos + 4) == FOOTER_MAGIC_WORD:
                 _warn(_DecodeWarning(w.WARN_EMBEDDED_FOOTER.format(pos=pos)), stacklevel=1)
                 pos += 8

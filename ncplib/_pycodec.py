@@ -9,13 +9,13 @@ the public interface.
 from __future__ import annotations
 
 import array
-import warnings
 from datetime import datetime, timedelta, timezone
 from struct import Struct
 from struct import error as StructError
 from typing import Any
 
 from ncplib import _wire as w
+from ncplib._peer_warnings import warn_from_peer
 from ncplib.errors import DecodeError, DecodeWarning
 from ncplib.values import f64, i64, u32, u64
 
@@ -281,7 +281,7 @@ def _decode_string(raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        warnings.warn(DecodeWarning(w.WARN_BAD_UTF8), stacklevel=3)
+        warn_from_peer(DecodeWarning(w.WARN_BAD_UTF8), stacklevel=3)
         return raw.decode("utf-8", "replace")
 
 
@@ -301,7 +301,7 @@ def _decode_data(type_id: int, data: memoryview | bytes, use_numpy: bool, name: 
     typecode, dtype, itemsize = w.DATA_TYPES[type_id]
     size = len(data)
     if size % itemsize:
-        warnings.warn(
+        warn_from_peer(
             DecodeWarning(w.WARN_PARTIAL_ITEM.format(name=name, size=size, itemsize=itemsize)),
             stacklevel=3,
         )
@@ -375,11 +375,11 @@ def decode_packet(buf: Any, use_numpy: bool = False) -> tuple[str, int, datetime
     items = 0
     limit = w.MAX_PACKET_ITEMS
     while pos < end:
+        if pos + w.FIELD_HEADER_SIZE > end:
+            raise DecodeError(w.MSG_FIELD_HEADER_OVERRUN.format(pos=pos))
         items += 1
         if items > limit:
             raise DecodeError(w.MSG_TOO_MANY_ITEMS.format(limit=limit, pos=pos))
-        if pos + w.FIELD_HEADER_SIZE > end:
-            raise DecodeError(w.MSG_FIELD_HEADER_OVERRUN.format(pos=pos))
         field_name_raw, field_word, field_id = unpack_field(view, pos)
         field_size = (field_word & 0xFFFFFF) * 4
         if field_size < w.FIELD_HEADER_SIZE:
@@ -391,14 +391,14 @@ def decode_packet(buf: Any, use_numpy: bool = False) -> tuple[str, int, datetime
         append = params.append
         pos += w.FIELD_HEADER_SIZE
         while pos < field_end:
+            if pos + w.PARAM_HEADER_SIZE > field_end:
+                raise DecodeError(w.MSG_PARAM_HEADER_OVERRUN.format(pos=pos))
             items += 1
             if items > limit:
                 raise DecodeError(w.MSG_TOO_MANY_ITEMS.format(limit=limit, pos=pos))
-            if pos + w.PARAM_HEADER_SIZE > field_end:
-                raise DecodeError(w.MSG_PARAM_HEADER_OVERRUN.format(pos=pos))
             param_name_raw, param_word = unpack_param(view, pos)
             if param_word == _EMBEDDED_FOOTER_WORD and param_name_raw == _EMBEDDED_FOOTER_NAME:
-                warnings.warn(DecodeWarning(w.WARN_EMBEDDED_FOOTER.format(pos=pos)), stacklevel=2)
+                warn_from_peer(DecodeWarning(w.WARN_EMBEDDED_FOOTER.format(pos=pos)), stacklevel=2)
                 pos += 8
                 continue
             param_size = (param_word & 0xFFFFFF) * 4
@@ -434,7 +434,7 @@ def decode_packet(buf: Any, use_numpy: bool = False) -> tuple[str, int, datetime
                 # A memoryview slice: slicing bytes would copy the data once more.
                 value = _decode_data(type_id, memoryview(view)[data_start:param_end], use_numpy, name)
             else:
-                warnings.warn(
+                warn_from_peer(
                     DecodeWarning(w.WARN_UNKNOWN_TYPE.format(name=name, type_id=type_id)),
                     stacklevel=2,
                 )

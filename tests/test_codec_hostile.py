@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from vectors import VECTORS, load
 
 from ncplib import DecodeError, DecodeWarning, _wire
+from ncplib._peer_warnings import MOST_REMEMBERED
 
 REAL = [(VECTORS / name).read_bytes() for name in ("real-link-helo.bin", "real-stat-embedded-footer.bin")]
 VECTOR_PACKETS = [bytes.fromhex(case["wire_hex"]) for case in load("packets.json")] + [
@@ -336,6 +337,14 @@ def test_packets_past_the_item_limit_raise_decode_error(codec: ModuleType, body:
 
 
 @CODECS
+def test_a_malformed_item_past_the_limit_is_reported_as_malformed(codec: ModuleType) -> None:
+    # What follows the last item allowed is checked as an item first: 4 stray bytes are a field
+    # header cut short, not a field too many.
+    with pytest.raises(DecodeError, match=r"Field header at byte .* overruns the packet"):
+        codec.decode_packet(build(EMPTY_FIELD * LIMIT + bytes(4)))
+
+
+@CODECS
 def test_huge_packets_of_tiny_fields_are_refused_early(codec: ModuleType) -> None:
     # A million empty fields, 12 MB: refused once past the limit, the rest never decoded.
     wire = build(EMPTY_FIELD * 1_000_000)
@@ -347,6 +356,21 @@ def test_huge_packets_of_tiny_fields_are_refused_early(codec: ModuleType) -> Non
     finally:
         tracemalloc.stop()
     assert peak < 64 * 2**20  # Without the limit: about 280 MiB.
+
+
+@CODECS
+def test_warnings_with_ever_new_text_do_not_grow_memory(codec: ModuleType) -> None:
+    # Each unknown param name makes a new warning text; Python's registry of warnings shown
+    # (here this module's, where the warnings point) would keep them all.
+    names = [b"%04d" % number for number in range(3 * MOST_REMEMBERED)]
+    wire = build(field(b"".join(param(bytes(4), 0x7F, name=name) for name in names)))
+    globals().pop("__warningregistry__", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        codec.decode_packet(wire)
+        registry = globals().get("__warningregistry__", {})
+    assert len(caught) == len(names)  # every one is shown
+    assert 0 < len(registry) <= MOST_REMEMBERED + 2  # the version key, and the last warning
 
 
 def test_helper_builds_valid_packets() -> None:
