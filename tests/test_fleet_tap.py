@@ -192,11 +192,13 @@ def test_a_flood_of_errors_is_logged_as_a_burst(loop: str, caplog: pytest.LogCap
     with caplog.at_level(logging.WARNING, logger="ncplib.fleet"):
         run(main, loop=loop)
     logged = [record.getMessage() for record in caplog.records if "failure" in record.getMessage()]
-    assert len(logged) == BURST
+    assert len(logged) == BURST + 1
     assert [re.search(r"failure (\d+)", message)[1] for message in logged] == [  # type: ignore[index]
-        str(seq) for seq in range(BURST)
+        str(seq) for seq in [*range(BURST), errors - 1]
     ]
-    assert "further errors are not logged" in logged[-1]
+    assert "further errors are not logged" in logged[BURST - 1]
+    # When the connection ended (the fleet closed), the count of those not logged, and the last.
+    assert f"{errors - BURST} errors of this node not logged, the last: " in logged[-1]
 
 
 def test_notices_are_delivered_when_the_filters_are_off() -> None:

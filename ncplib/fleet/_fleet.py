@@ -486,6 +486,13 @@ class Fleet:
         if text is not None:
             logger.warning("%s: %s", node.address, text)
 
+    def _log_errors_held(self, node: Node) -> None:
+        # The count of errors reported by a node but not logged (see _command_error).
+        error_log = node._error_log
+        summary = error_log.summary() if error_log is not None else None
+        if summary is not None:
+            logger.warning("%s: %s", node.address, summary)
+
     def _end(self, node: Node, ex: BaseException) -> None:
         connection = node._connection
         if connection is not None:
@@ -600,6 +607,7 @@ class Fleet:
             return await ended
         finally:
             node._connection = None
+            self._log_errors_held(node)
             connection._protocol.on_data = None
             connection.close()
             await connection.wait_closed()
