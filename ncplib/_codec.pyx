@@ -482,17 +482,24 @@ cdef object _encode(object packet_type, object packet_id, object timestamp, obje
     cdef int64_t id_value
     cdef unsigned char* out_p
     cdef Py_buffer view
+    cdef Py_ssize_t items = 0  # fields and params, at most MAX_PACKET_ITEMS
     s.p = stack
     s.n = HEADER_SIZE
     s.cap = STACK_SIZE
     s.heap = NULL
     try:
         for field_name, field_id, params in fields:
+            items += 1
+            if items > MAX_PACKET_ITEMS:
+                raise ValueError(w.MSG_TOO_MANY_ITEMS_TO_SEND.format(limit=MAX_PACKET_ITEMS))
             _reserve(&s, FIELD_HEADER_SIZE)
             field_header = s.n
             s.n += FIELD_HEADER_SIZE
             field_size = FIELD_HEADER_SIZE
             for param_name, value in params:
+                items += 1
+                if items > MAX_PACKET_ITEMS:
+                    raise ValueError(w.MSG_TOO_MANY_ITEMS_TO_SEND.format(limit=MAX_PACKET_ITEMS))
                 name_word = _encode_identifier(param_name, "param name")
                 # Same order of type tests as the pure-Python codec: bool and the wrappers are
                 # subclasses of int and float.

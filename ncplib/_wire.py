@@ -198,6 +198,7 @@ MSG_TIMESTAMP_RANGE: Final = "timestamp {timestamp!r} is outside the NCP range (
 MSG_INFO_TYPE: Final = "info must be bytes, not {type_name}"
 MSG_INFO_SIZE: Final = "info must be at most 4 bytes, not {size}"
 MSG_PACKET_TOO_LARGE: Final = "packet of {size} bytes is too large"
+MSG_TOO_MANY_ITEMS_TO_SEND: Final = "packet of more than {limit} fields and params, which a decoder refuses"
 MSG_BUFFER_TYPE: Final = "a bytes-like object is required, not {type_name}"
 MSG_PACKET_TOO_SHORT: Final = "Packet of {size} bytes is shorter than a header and footer"
 MSG_PACKET_SIZE_MISMATCH: Final = "Packet header gives {header_size} bytes, but the packet is {size} bytes"

@@ -64,7 +64,8 @@ def encode_packet(
     :param fields: The fields, as ``(name, id, params)`` with ``params`` as ``(name, value)`` pairs.
     :raises ValueError: if a packet type, field or param name is not a valid identifier, an
         integer is out of range for its NCP type, a string contains a NUL character or cannot be
-        encoded as UTF-8, or a param or field is too large for its 24-bit word count.
+        encoded as UTF-8, a param or field is too large for its 24-bit word count, or the packet
+        holds more than :data:`MAX_PACKET_ITEMS` fields and params (which a decoder refuses).
     :raises TypeError: if a value is not one of the supported value types (the message names the
         param), or an array's typecode or dtype has no NCP data type.
     :returns: The encoded packet.

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from codec_modules import CODECS, TS
 
-from ncplib import f64, i64, u32, u64
+from ncplib import _wire, f64, i64, u32, u64
 
 numpy = pytest.importorskip("numpy")
 
@@ -249,3 +249,23 @@ def test_naive_timestamps_are_local_time(codec: ModuleType) -> None:
     naive = datetime(2021, 6, 1, 12, 30, 15, 250000)
     decoded = codec.decode_packet(codec.encode_packet("PACK", 1, naive, b"", []))[2]
     assert decoded.timestamp() == naive.timestamp()
+
+
+@CODECS
+def test_packets_of_more_items_than_a_decoder_takes_raise_value_error(codec: ModuleType) -> None:
+    limit = _wire.MAX_PACKET_ITEMS
+    # At the limit: encoded, and decoded back.
+    fields = [("FIEL", 1, [("P", 1)] * (limit - 2)), ("E", 2, [])]
+    assert [
+        len(params)
+        for _, _, params in codec.decode_packet(codec.encode_packet("PACK", 1, TS, b"", fields))[4]
+    ] == [
+        limit - 2,
+        0,
+    ]
+    # One more, as a param or as a field: refused, as the decoder would refuse it.
+    for too_many in ([("FIEL", 1, [("P", 1)] * limit)], [("E", 2, [])] * (limit + 1)):
+        with pytest.raises(ValueError, match=f"more than {limit} fields and params"):
+            codec.encode_packet("PACK", 1, TS, b"", too_many)
+        with pytest.raises(ValueError, match=f"more than {limit} fields and params"):
+            codec.encode_packet_buffers("PACK", 1, TS, b"", too_many)
