@@ -160,18 +160,20 @@ def encode_packet_buffers(
     pack_i32_param = _I32_PARAM.pack
     pack_param_header = _PARAM_HEADER.pack
     packet_size = w.PACKET_HEADER_SIZE + w.PACKET_FOOTER_SIZE
-    items = 0  # fields and params, at most w.MAX_PACKET_ITEMS
+    # Fields and params so far: at most w.MAX_PACKET_ITEMS.
+    items = 0
+    limit = w.MAX_PACKET_ITEMS
     for field_name, field_id, params in fields:
         items += 1
-        if items > w.MAX_PACKET_ITEMS:
-            raise ValueError(w.MSG_TOO_MANY_ITEMS_TO_SEND.format(limit=w.MAX_PACKET_ITEMS))
+        if items > limit:
+            raise ValueError(w.MSG_TOO_MANY_ITEMS_TO_SEND.format(limit=limit))
         field_header_index = len(out)
         append(b"")
         field_size = w.FIELD_HEADER_SIZE
         for param_name, value in params:
             items += 1
-            if items > w.MAX_PACKET_ITEMS:
-                raise ValueError(w.MSG_TOO_MANY_ITEMS_TO_SEND.format(limit=w.MAX_PACKET_ITEMS))
+            if items > limit:
+                raise ValueError(w.MSG_TOO_MANY_ITEMS_TO_SEND.format(limit=limit))
             try:
                 name_bytes = ids[param_name]
             except (KeyError, TypeError):

@@ -29,9 +29,9 @@ MIN_PACKET_SIZE: Final = PACKET_HEADER_SIZE + PACKET_FOOTER_SIZE
 MAX_FIELD_WORDS: Final = 0xFFFFFF
 MAX_PACKET_WORDS: Final = 0xFFFFFFFF
 #: The most fields and params (embedded footers included) one packet may hold when decoded. Not a
-#: rule of the protocol: decoded, each becomes a few Python objects, a hundred bytes or more however few
-#: bytes it has on the wire, and a packet is decoded in one step, so this bounds the memory and
-#: time one packet of tiny items can take (measured: up to 26 MiB and 0.4 s). The
+#: rule of the protocol: decoded, each becomes a few Python objects, a hundred bytes or more
+#: however few bytes it has on the wire, and a packet is decoded in one step, so this bounds the
+#: memory and time one packet of tiny items can take (measured: up to 26 MiB and 0.4 s). The
 #: smallest item is 8 bytes, so no packet of under 512 KiB can reach it; real nodes' packets hold
 #: a few fields of tens of params.
 MAX_PACKET_ITEMS: Final = 65536
